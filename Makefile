@@ -1,0 +1,53 @@
+# Every target sets up the virtual environment at .venv first (once), so each works on a fresh machine.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+ARCH := $(shell uname -m)
+# torch and torchvision builds that import together (x86_64: CUDA build, runs on CPU too; aarch64: CPU build)
+ifeq ($(ARCH),aarch64)
+TORCH := torch==2.9.1 torchvision==0.24.1
+else
+TORCH := torch==2.14.1 torchvision==0.29.1
+endif
+OUT ?= runs/demo
+
+.PHONY: setup demo test nbtest pytest sync-check docs-check readme clean-nbs bench
+
+setup: $(STAMP)
+
+$(STAMP): settings.ini setup.py pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q $(TORCH)
+	$(BIN)/python -m pip install -q -e ".[dev]"
+	touch $@
+
+## The main job: the whole course pipeline end to end on the built-in toy data, offline.
+demo: $(STAMP)
+	$(BIN)/simplelxmert_demo --out $(OUT)
+
+## The full test suite: every notebook (nbdev_test) and the pytest suite.
+test: $(STAMP)
+	$(BIN)/nbdev_test --n_workers 2 --timing
+	$(BIN)/python -m pytest -q tests
+
+## Library and notebooks in step: nbdev_export and nbdev_clean must change no file.
+sync-check: $(STAMP)
+	@before="$$(git status --porcelain)"; \
+	$(BIN)/nbdev_export && $(BIN)/nbdev_clean && \
+	after="$$(git status --porcelain)"; \
+	if [ "$$before" != "$$after" ]; then echo "nbdev_export/nbdev_clean changed files: run them and commit." >&2; git status --porcelain >&2; exit 1; fi; \
+	echo "sync-check: library and notebooks in step, notebooks clean."
+
+## The docs check that runs without Quarto: nbdev's processing, then one HTML page per notebook in _docs_check/.
+docs-check: $(STAMP)
+	$(BIN)/python tools/docs_check.py
+
+## README.md is index.ipynb's markdown (nbdev_readme needs Quarto, which cannot be installed offline).
+readme: $(STAMP)
+	$(BIN)/python tools/readme.py
+
+clean-nbs: $(STAMP)
+	$(BIN)/nbdev_export && $(BIN)/nbdev_clean
