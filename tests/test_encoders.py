@@ -1,0 +1,89 @@
+"Parity of simplelxmert's LXMERT with transformers.LxmertModel (outputs, attention maps, gradients, conversion)."
+import pytest, torch
+import transformers
+from simplelxmert.encoders import LXMERT, LXMERTConfig, compare_with_hf, randomize_weights_, random_batch
+from simplelxmert.attention import MultiHeadAttention, scaled_dot_product_attention, additive_mask
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    "Small models run faster on one thread, and the test machine is shared."
+    n = torch.get_num_threads(); torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+ODD = LXMERTConfig(hidden_size=96, num_attention_heads=3, intermediate_size=200, l_layers=1, r_layers=3, x_layers=2,
+                   visual_feat_dim=2048, vocab_size=1000)
+
+@pytest.mark.parametrize("config,shape", [(LXMERTConfig(), (3, 9, 7)), (ODD, (3, 5, 4)), (LXMERTConfig.paper(), (2, 6, 4))],
+                         ids=["seed", "odd", "paper"])
+def test_parity_with_hf(config, shape):
+    B, T, K = shape
+    diffs = compare_with_hf(config, B=B, T=T, K=K, seed=2)   # raises on any difference above 1e-5 (grads: 1e-4 relative)
+    assert set(diffs) >= {"language_output", "vision_output", "pooled_output", "language_attentions",
+                          "vision_attentions", "cross_attentions", "gradients (relative)"}
+
+def test_parity_detects_a_wrong_model():
+    "The parity check is not vacuous: break one weight and it fails."
+    class Broken(LXMERT):
+        @classmethod
+        def from_hf(cls, hf_model):
+            m = super().from_hf(hf_model)
+            with torch.no_grad(): m.encoder.visn_fc.box_layer_norm.bias.add_(0.01)
+            return m
+    import simplelxmert.encoders as enc
+    orig = enc.LXMERT
+    enc.LXMERT = Broken
+    try:
+        with pytest.raises(AssertionError, match="max difference"):
+            compare_with_hf(ODD, B=2, T=5, K=4)
+    finally: enc.LXMERT = orig
+
+def test_round_trip_and_parameter_count():
+    hf = randomize_weights_(transformers.LxmertModel(ODD.to_hf()), seed=5)
+    back = LXMERT.from_hf(hf).to_hf()
+    sd, sd_back = hf.state_dict(), back.state_dict()
+    assert sd.keys() == sd_back.keys()
+    assert all(torch.equal(sd[k], sd_back[k]) for k in sd)
+    n = lambda m: sum(p.numel() for p in m.parameters())
+    assert n(LXMERT(LXMERTConfig())) == n(transformers.LxmertModel(LXMERTConfig().to_hf()))
+
+def test_no_visual_mask_equals_all_ones():
+    m = randomize_weights_(LXMERT(ODD)).eval()
+    b = random_batch(ODD, B=2, T=5, K=4)
+    with torch.no_grad():
+        a = m(**{**b, "visual_mask": None})
+        c = m(**{**b, "visual_mask": torch.ones(2, 4, dtype=torch.long)})
+    torch.testing.assert_close(a.vision_output, c.vision_output, atol=1e-6, rtol=0)
+
+def test_split_equals_forward_and_padding_is_invisible():
+    m = randomize_weights_(LXMERT(ODD)).eval()
+    b = random_batch(ODD, B=3, T=6, K=5)
+    with torch.no_grad():
+        out = m(**b)
+        split = m.cross(m.encode_language(b["input_ids"], b["attention_mask"], b["token_type_ids"]),
+                        m.encode_vision(b["visual_feats"], b["visual_pos"], b["visual_mask"]), b["attention_mask"], b["visual_mask"])
+        # second example has 3 real tokens and 3 real boxes: run it alone, unpadded
+        t, k = int(b["attention_mask"][1].sum()), int(b["visual_mask"][1].sum())
+        alone = m(b["input_ids"][1:2, :t], None, b["token_type_ids"][1:2, :t], b["visual_feats"][1:2, :k], b["visual_pos"][1:2, :k])
+    torch.testing.assert_close(split.pooled_output, out.pooled_output, atol=1e-6, rtol=0)
+    torch.testing.assert_close(alone.pooled_output[0], out.pooled_output[1], atol=1e-5, rtol=0)
+    torch.testing.assert_close(alone.vision_output[0], out.vision_output[1, :k], atol=1e-5, rtol=0)
+
+def test_fused_attention_equals_written_out():
+    torch.manual_seed(0)
+    att = MultiHeadAttention(32, 4, ctx_dim=24).eval()
+    x, ctx = torch.randn(3, 6, 32), torch.randn(3, 5, 24)
+    keep = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 0, 0, 0], [0, 0, 0, 0, 0]])
+    with torch.no_grad():
+        a, w = att(x, ctx, keep, output_attentions=True)
+        b, none = att(x, ctx, keep)
+    assert none is None and w.shape == (3, 4, 6, 5)
+    torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
+    assert w[1, :, :, 2:].abs().max() == 0                       # padded keys get no weight
+    torch.testing.assert_close(w[2], torch.full((4, 6, 5), 0.2))  # empty key set: uniform, as in HF
+
+def test_bad_inputs_have_clear_errors():
+    with pytest.raises(ValueError, match="multiple"): LXMERTConfig(hidden_size=100, num_attention_heads=3)
+    with pytest.raises(ValueError, match="unknown keys"): LXMERTConfig.from_dict({"hidden": 3})
+    with pytest.raises(ValueError, match="visual_feats"): LXMERT(ODD)(torch.ones(1, 3, dtype=torch.long))
+    with pytest.raises(ValueError, match="batch"): additive_mask(torch.ones(3))
