@@ -11,8 +11,8 @@ from torch.utils.data import DataLoader
 from simplelxmert.dataset import (
     ITM_MATCH, CaptionRecord, CaptionSpec, ObjectRef, ITMDataset, ITMPairDataset, TextOnlyBaseline,
     caption_is_true, caption_truth, check_disjoint_splits, collate_itm, describe, hard_negatives, image_id,
-    load_tokenizer, make_eval_pairs, make_toy_data, negative_candidates, parse_caption, read_kaggle_csv,
-    read_karpathy_json, scene_captions, split_by_image, toydata_cli, train_tokenizer, write_shapes_captions,
+    load_tokenizer, make_eval_pairs, make_toy_data, negative_candidates, parse_caption, read_captions, read_kaggle_csv,
+    read_karpathy_json, ToyData, scene_captions, split_by_image, toydata_cli, train_tokenizer, write_shapes_captions,
     NEGATIVE_KINDS, _signature)
 from simplelxmert.features import COLORS, SHAPES, SIZES, Scene, ShapeObject, sample_scene
 
@@ -140,8 +140,10 @@ def test_make_toy_data_idempotent(toy):
 def test_toydata_cli(tmp_path, capsys):
     with pytest.raises(SystemExit) as e: toydata_cli(["--help"])
     assert e.value.code == 0 and "usage" in capsys.readouterr().out
-    td = toydata_cli([str(tmp_path/"t"), "--n-images", "6", "--seed", "2"])
-    assert len(td.scenes()) == 6 and len(td.store()) == 6
+    assert toydata_cli([str(tmp_path/"t"), "--n-images", "6", "--seed", "2"]) == 0
+    td = ToyData(tmp_path/"t")
+    assert len(td.scenes()) == 6 and len(td.store()) == 6 and len(td.records()) == 30
+    assert toydata_cli([str(tmp_path/"t"), "--n-images", "7"]) == 2 and "holds toy data" in capsys.readouterr().err
 
 # --- tokenizer --------------------------------------------------------------------------------------------
 def test_tokenizer_round_trip_and_truncation(tmp_path, toy):
@@ -227,3 +229,13 @@ def test_text_only_baseline_near_chance_on_compositional(tmp_path):
     leaky = TextOnlyBaseline().fit(fixed(make_eval_pairs(train, scenes, "compositional", seed=1))).accuracy(
         fixed(make_eval_pairs(test, scenes, "compositional", seed=2)))
     assert leaky > 0.9
+
+def test_read_captions_splits_kaggle_by_karpathy(tmp_path):
+    (tmp_path/"results.csv").write_text(KAGGLE)
+    (tmp_path/"split.json").write_text(json.dumps({"images": [
+        {"filename": "1000092795.jpg", "split": "val", "sentences": [{"raw": "x"}]}]}))
+    with pytest.warns(UserWarning, match="1 images"):
+        recs = read_captions(tmp_path/"results.csv", split_file=tmp_path/"split.json")
+    assert [(r.image, r.split) for r in recs] == [("1000092795.jpg", "val")] * 2
+    recs = read_captions(tmp_path/"results.csv", seed=0)
+    assert all(r.split in ("train", "val", "test") for r in recs) and check_disjoint_splits(recs)
