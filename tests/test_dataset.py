@@ -173,12 +173,16 @@ def test_itm_dataset_negatives(toy):
         assert sum(p.label == ITM_MATCH for p in pairs) == len(ds) - round(0.5 * len(ds))     # balanced
         for i, p in enumerate(pairs):
             if p.kind == "random": assert ds.records[ds.source[i]].image != p.image        # never the same image
+            if p.kind in ("positive", "random"):                                            # re-worded, same meaning
+                assert parse_caption(p.caption) == parse_caption(ds.records[ds.source[i]].caption)
             truth = caption_truth(scene_of[image_id(p.image)], parse_caption(p.caption))
             assert truth is (p.label == ITM_MATCH)
         kinds = Counter(p.kind for p in pairs)
         assert kinds["random"] > 0 and all(kinds[k] > 0 for k in NEGATIVE_KINDS)
         epochs.append(pairs)
     assert epochs[0] != epochs[1]
+    reworded = sum(p.caption != r.caption for p, r in zip(epochs[0], recs) if p.kind == "positive")
+    assert reworded > 0.5 * sum(p.kind == "positive" for p in epochs[0])
     ds.set_epoch(1)
     assert [ds.pair(i) for i in range(len(ds))] == epochs[1]                                 # deterministic
 
