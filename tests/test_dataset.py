@@ -12,7 +12,7 @@ from simplelxmert.dataset import (
     ITM_MATCH, CaptionRecord, CaptionSpec, ObjectRef, ITMDataset, ITMPairDataset, TextOnlyBaseline,
     caption_is_true, caption_truth, check_disjoint_splits, collate_itm, describe, hard_negatives, image_id,
     load_tokenizer, make_eval_pairs, make_toy_data, negative_candidates, parse_caption, read_captions, read_kaggle_csv,
-    read_karpathy_json, ToyData, scene_captions, split_by_image, toydata_cli, train_tokenizer, write_shapes_captions,
+    read_karpathy_json, ToyData, scene_captions, image_path, encode_captions, split_by_image, toydata_cli, train_tokenizer, write_shapes_captions,
     NEGATIVE_KINDS, _signature)
 from simplelxmert.features import COLORS, SHAPES, SIZES, Scene, ShapeObject, sample_scene
 
@@ -243,3 +243,15 @@ def test_read_captions_splits_kaggle_by_karpathy(tmp_path):
     assert [(r.image, r.split) for r in recs] == [("1000092795.jpg", "val")] * 2
     recs = read_captions(tmp_path/"results.csv", seed=0)
     assert all(r.split in ("train", "val", "test") for r in recs) and check_disjoint_splits(recs)
+
+def test_image_path_stays_in_folder(tmp_path):
+    (tmp_path/"images").mkdir()
+    assert image_path(tmp_path/"images", "a.png") == (tmp_path/"images"/"a.png").resolve()
+    for bad in ("../a.png", "/etc/passwd", "sub/../../a.png"):
+        with pytest.raises(ValueError): image_path(tmp_path/"images", bad)
+
+def test_encode_captions_truncates_keeping_sep(tmp_path):
+    tok = train_tokenizer(["a red circle is left of a blue square ."] * 3, tmp_path/"t", vocab_size=100)
+    assert encode_captions(tok, []) == []
+    (ids,) = encode_captions(tok, ["a red circle is left of a blue square ."], max_len=4)
+    assert ids.tolist() == [tok.cls_token_id] + tok.convert_tokens_to_ids(["a", "red"]) + [tok.sep_token_id]
