@@ -1,0 +1,204 @@
+"Tests of simplelxmert.training: schedule, weight-decay groups, checkpoints, exact resume, NaN stop, 2-process DDP."
+import json, math, os, socket, tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from torch.utils.data import Dataset, default_collate
+
+from simplelxmert.encoders import LXMERTConfig
+from simplelxmert.training import (ITMModel, TrainConfig, NonFiniteLossError, train, warmup_linear, make_optimizer,
+                                   make_scheduler, param_groups, roc_auc, itm_loss, trim_padding, read_config)
+
+torch.set_num_threads(1)
+TINY = dict(vocab_size=40, hidden_size=32, num_attention_heads=2, intermediate_size=64, l_layers=1, r_layers=1,
+            x_layers=1, visual_feat_dim=8)
+
+
+def tiny_config(**kw): return LXMERTConfig(**{**TINY, **kw})
+
+
+class PairSet(Dataset):
+    "Deterministic synthetic ITM pairs: label = whether token 5 appears iff feature 0 of box 0 is positive; padded rows."
+    def __init__(self, n=64, seed=0):
+        g = torch.Generator().manual_seed(seed)
+        self.ids = torch.randint(6, 40, (n, 7), generator=g); self.feats = torch.randn(n, 5, 8, generator=g)
+        self.pos = torch.rand(n, 5, 4, generator=g); self.len = torch.randint(3, 8, (n,), generator=g)
+        self.nbox = torch.randint(2, 6, (n,), generator=g); self.y = (torch.arange(n) % 2).float()
+        self.ids[:, 0] = 1; self.ids[:, 1] = torch.where(self.y.bool() == (self.feats[:, 0, 0] > 0), 5, 6)
+        self.epoch = 0
+
+    def set_epoch(self, e): self.epoch = e
+    def __len__(self): return len(self.y)
+
+    def __getitem__(self, i):
+        am = (torch.arange(7) < self.len[i]).long(); vm = (torch.arange(5) < self.nbox[i]).long()
+        return dict(input_ids=self.ids[i] * am, attention_mask=am, token_type_ids=torch.zeros(7, dtype=torch.long),
+                    visual_feats=self.feats[i], visual_pos=self.pos[i], visual_mask=vm, label=self.y[i])
+
+
+def batch_of(ds, n=6): return default_collate([ds[i] for i in range(n)])
+
+
+def test_warmup_then_linear_decay():
+    total = 100
+    lrs = [warmup_linear(s, total, 0.1) for s in range(total)]
+    assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0)        # 10 warmup steps up to the peak
+    assert all(a < b for a, b in zip(lrs[:9], lrs[1:10]))                         # rising
+    assert all(a > b for a, b in zip(lrs[10:-1], lrs[11:]))                      # then falling
+    assert lrs[-1] == pytest.approx(1 / 90) and warmup_linear(total, total) == 0.0
+    m = torch.nn.Linear(2, 2); opt = make_optimizer(m, lr=0.5); sch = make_scheduler(opt, total, 0.1)
+    seen = []
+    for _ in range(total): seen.append(opt.param_groups[0]["lr"]); opt.step(); sch.step()
+    np.testing.assert_allclose(seen, [0.5 * x for x in lrs])
+
+
+def test_no_weight_decay_on_biases_and_layernorm():
+    model = ITMModel(tiny_config())
+    decay, no_decay = param_groups(model, 0.01)
+    assert decay["weight_decay"] == 0.01 and no_decay["weight_decay"] == 0.0
+    names = {id(p): n for n, p in model.named_parameters()}
+    nd = {names[id(p)] for p in no_decay["params"]}; d = {names[id(p)] for p in decay["params"]}
+    assert len(nd) + len(d) == len(names) and not nd & d
+    for mod_name, mod in model.named_modules():
+        if isinstance(mod, torch.nn.LayerNorm):
+            assert {f"{mod_name}.weight", f"{mod_name}.bias"} <= nd, mod_name
+    assert all(n.endswith("bias") or "norm" in n.lower() for n in nd)
+    assert all(names_p.endswith("weight") for names_p in d) and "head.weight" in d
+
+
+def test_ce2_head_loss_is_two_way_cross_entropy():
+    torch.manual_seed(0)
+    model = ITMModel(tiny_config(), head="ce2").eval()
+    b = batch_of(PairSet())
+    inputs = {k: v for k, v in b.items() if k != "label"}
+    margin = model(**inputs)
+    two = model.head(model.lxmert(**inputs).pooled_output)  # [B,2]; no feature normalization set
+    torch.testing.assert_close(margin, two[:, 1] - two[:, 0])
+    torch.testing.assert_close(itm_loss(margin, b["label"]), torch.nn.functional.cross_entropy(two, b["label"].long()))
+
+
+def test_trim_padding_keeps_logits():
+    torch.manual_seed(0)
+    model = ITMModel(tiny_config()).eval()
+    b = batch_of(PairSet(), 8); b["input_ids"] = torch.nn.functional.pad(b["input_ids"], (0, 5))
+    for k in ("attention_mask", "token_type_ids"): b[k] = torch.nn.functional.pad(b[k], (0, 5))
+    b["visual_feats"] = torch.nn.functional.pad(b["visual_feats"], (0, 0, 0, 4)); b["visual_pos"] = torch.nn.functional.pad(b["visual_pos"], (0, 0, 0, 4))
+    b["visual_mask"] = torch.nn.functional.pad(b["visual_mask"], (0, 4))
+    t = trim_padding(b)
+    assert t["input_ids"].shape[1] == 7 and t["visual_feats"].shape[1] == 5
+    full = model(**{k: v for k, v in b.items() if k != "label"}); trimmed = model(**{k: v for k, v in t.items() if k != "label"})
+    torch.testing.assert_close(full, trimmed, atol=1e-5, rtol=1e-5)
+
+
+def test_roc_auc_against_pair_counting():
+    rng = np.random.default_rng(0)
+    s = rng.integers(0, 5, 200).astype(float); y = rng.integers(0, 2, 200)
+    pos, neg = s[y == 1], s[y == 0]
+    expected = ((pos[:, None] > neg[None]).sum() + 0.5 * (pos[:, None] == neg[None]).sum()) / (len(pos) * len(neg))
+    assert roc_auc(s, y) == pytest.approx(expected)
+    assert roc_auc([0.1, 0.9], [0, 1]) == 1.0 and roc_auc([0.9, 0.1], [0, 1]) == 0.0
+
+
+def test_save_pretrained_round_trip(tmp_path):
+    torch.manual_seed(0)
+    norm = dict(mean=list(np.linspace(-1, 1, 8)), std=list(np.linspace(0.5, 2, 8)))
+    model = ITMModel(tiny_config(), head="ce2", feature_norm=norm).eval()
+    model.save_pretrained(tmp_path, extra=dict(feature_store_meta={"extractor": "toy", "k": 5}))
+    assert {"model.safetensors", "config.json"} <= set(os.listdir(tmp_path))
+    cfg = read_config(tmp_path)
+    assert cfg["head"] == "ce2" and cfg["feature_store_meta"]["extractor"] == "toy" and cfg["lxmert"]["hidden_size"] == 32
+    back = ITMModel.from_pretrained(tmp_path)
+    b = batch_of(PairSet()); inputs = {k: v for k, v in b.items() if k != "label"}
+    torch.testing.assert_close(back(**inputs), model(**inputs), atol=0, rtol=0)
+    with pytest.raises(FileNotFoundError, match="not a simplelxmert checkpoint"): ITMModel.from_pretrained(tmp_path / "nope")
+
+
+def run(out_dir, steps=12, **kw):
+    torch.manual_seed(0)
+    model = ITMModel(tiny_config())
+    cfg = TrainConfig(steps=steps, batch_size=8, eval_every=4, save_every=4, lr=3e-3, seed=1)
+    hist = train(model, PairSet(), cfg, val_sets={"random": PairSet(16, seed=9)}, collate_fn=default_collate,
+                 out_dir=out_dir, progress=False, **kw)
+    return model, hist
+
+
+def test_training_learns_and_writes_history(tmp_path):
+    model, hist = run(tmp_path, steps=60)
+    assert hist[-1]["step"] == 60 and hist[-1]["train_loss"] < hist[0]["train_loss"]
+    assert {"random_loss", "random_acc", "random_auc", "lr", "epoch"} <= set(hist[-1])
+    assert json.loads((tmp_path / "history.json").read_text())[-1]["step"] == 60
+
+
+def test_exact_resume(tmp_path):
+    "Interrupted at step 7 (mid-epoch: 8 batches per epoch) and resumed == one uninterrupted run, to the bit."
+    full, _ = run(tmp_path / "a", steps=20)
+    run(tmp_path / "b", steps=20, stop_after=7)
+    assert torch.load(tmp_path / "b" / "trainer_state.pt", weights_only=False)["step"] == 7
+    resumed, hist = run(tmp_path / "b", steps=20, resume=True)
+    assert hist[-1]["step"] == 20
+    for (k, v), (k2, v2) in zip(full.state_dict().items(), resumed.state_dict().items()):
+        assert k == k2 and torch.equal(v, v2), k
+
+
+class NaNAfter(ITMModel):
+    "A model whose loss becomes NaN at one step (counting forward passes in training mode)."
+    def __init__(self, *a, nan_at=5, **kw):
+        super().__init__(*a, **kw); self.nan_at, self.calls = nan_at, 0
+
+    def forward(self, *a, **kw):
+        out = super().forward(*a, **kw)
+        if self.training:
+            self.calls += 1
+            if self.calls == self.nan_at: out = out * float("nan")
+        return out
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
+    torch.manual_seed(0)
+    model = NaNAfter(tiny_config(), nan_at=7)
+    cfg = TrainConfig(steps=20, batch_size=8, eval_every=4, save_every=4, seed=1)
+    with pytest.raises(NonFiniteLossError, match=r"at step 7.*step 4"):
+        train(model, PairSet(), cfg, collate_fn=default_collate, out_dir=tmp_path, progress=False)
+    assert read_config(tmp_path)["step"] == 4
+    assert torch.load(tmp_path / "trainer_state.pt", weights_only=False)["step"] == 4
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0)); return s.getsockname()[1]
+
+
+def _ddp_worker(rank, world, port, out):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        torch.manual_seed(0)
+        model = ITMModel(tiny_config(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0))
+        cfg = TrainConfig(steps=6, batch_size=8 // world, eval_every=6, save_every=100, lr=3e-3, seed=1)
+        train(model, PairSet(), cfg, collate_fn=default_collate, progress=False)
+        flat = torch.cat([p.detach().flatten() for p in model.parameters()])
+        torch.save(flat, Path(out) / f"rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_ddp_two_processes_match_one(tmp_path):
+    "gloo, 2 CPU processes x 4 pairs == 1 process x 8 pairs (same global batches): parameters equal everywhere."
+    mp.spawn(_ddp_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    r0, r1 = torch.load(tmp_path / "rank0.pt"), torch.load(tmp_path / "rank1.pt")
+    assert torch.equal(r0, r1)
+    torch.manual_seed(0)
+    single = ITMModel(tiny_config(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0))
+    train(single, PairSet(), TrainConfig(steps=6, batch_size=8, eval_every=6, save_every=100, lr=3e-3, seed=1),
+          collate_fn=default_collate, progress=False)
+    flat = torch.cat([p.detach().flatten() for p in single.parameters()])
+    torch.manual_seed(0)
+    init = torch.cat([p.detach().flatten() for p in ITMModel(tiny_config()).parameters()])
+    assert (flat - init).abs().max() > 1e-3  # it trained
+    torch.testing.assert_close(r0, flat, atol=2e-5, rtol=1e-4)
+
