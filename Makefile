@@ -49,5 +49,9 @@ docs-check: $(STAMP)
 readme: $(STAMP)
 	$(BIN)/python tools/readme.py
 
+## Benchmarks: each script prints its two figures measured side by side in one run, and their ratio.
+bench: $(STAMP)
+	for b in bench/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+
 clean-nbs: $(STAMP)
 	$(BIN)/nbdev_export && $(BIN)/nbdev_clean
