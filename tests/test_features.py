@@ -8,8 +8,8 @@ import torch
 from PIL import Image
 
 from simplelxmert.features import (COLORS, SHAPES, RGB, Scene, FeatureStore, FeatureStoreWriter, RegionFeatures, PixelRoIExtractor,
-                                   FasterRCNNExtractor, build_frcnn, extract_features, extract_cli, generate_shapes_world, load_image,
-                                   load_scenes, make_extractor)
+                                   FasterRCNNExtractor, build_frcnn, extract_features, extract_cli, feature_stats, find_shapes,
+                                   generate_shapes_world, load_image, load_scenes, make_extractor)
 
 
 @pytest.fixture(scope="module")
@@ -78,6 +78,13 @@ def test_store_roundtrip_mask_and_memmap(tmp_path):
         got = s[i]
         assert got == r and got.feats.dtype == np.float32 and got.mask.dtype == bool
     assert isinstance(s._open()["feats"], np.memmap)
+    feats, boxes, mask = s.get_batch(["a9", "a2", "a9"])
+    assert feats.shape == (3, 6, 5) and mask.dtype == bool
+    assert np.array_equal(feats[0], recs["a9"].feats) and np.array_equal(boxes[1], recs["a2"].boxes) and np.array_equal(mask[2], recs["a9"].mask)
+    with pytest.raises(KeyError, match="not in the feature store"): s.get_batch(["a1", "zzz"])
+    mean, std = feature_stats(s)
+    real = np.concatenate([r.feats[r.mask] for r in recs.values()])
+    np.testing.assert_allclose(mean, real.mean(0), rtol=1e-5, atol=1e-6); np.testing.assert_allclose(std, real.std(0) + 1e-6, rtol=1e-5)
     s2 = pickle.loads(pickle.dumps(s))   # DataLoader workers get a path, not a copy of the data
     assert s2._arrays is None and s2["a5"] == recs["a5"]
     with pytest.raises(KeyError, match="not in the feature store"): s["zzz"]
@@ -155,8 +162,20 @@ def test_toy_features_normalized_boxes_and_mask(world):
         assert r.feats.shape == (5, 27) and r.boxes.shape == (5, 4) and r.mask.tolist() == [True] * n + [False] * (5 - n)
         np.testing.assert_allclose(r.boxes[:n], np.array([o.box for o in s.objects]) / [s.width, s.height, s.width, s.height], atol=1e-6)
         assert (r.feats[n:] == 0).all() and (r.boxes[n:] == 0).all()
-    with pytest.raises(ValueError, match="boxes"): ex([out / "images" / scenes[0].file])
     with pytest.raises(ValueError, match="x2 > x1"): ex([out / "images" / scenes[0].file], [[[10, 10, 5, 20]]])
+
+
+def test_find_shapes_recovers_true_boxes_and_toy_uses_it(world):
+    out, scenes = world
+    for s in scenes:
+        found = find_shapes(out / "images" / s.file)
+        np.testing.assert_allclose(found, np.array(sorted(o.box for o in s.objects)), atol=1.01)
+    s = scenes[0]
+    ex = PixelRoIExtractor(k=4)
+    a = ex([out / "images" / s.file])[0]
+    b = ex([out / "images" / s.file], [sorted(o.box for o in s.objects)])[0]
+    assert a.mask.sum() == len(s.objects)
+    np.testing.assert_allclose(a.feats, b.feats, atol=1e-3)
 
 
 def test_extract_skips_bad_files_and_reruns_do_nothing(world, tmp_path):
@@ -254,7 +273,7 @@ def test_frcnn_batched_equals_single(frcnn, world, tmp_path):
         s = frcnn([f])[0]
         assert s.feats.shape == (6, 1024) and s.mask.any()
         assert np.abs(s.feats - b.feats).max() <= 1e-4 * max(1.0, np.abs(s.feats).max())
-        np.testing.assert_allclose(s.boxes, b.boxes, atol=1e-5)
+        np.testing.assert_allclose(s.boxes, b.boxes, atol=1e-4)
         assert (s.mask == b.mask).all()
         assert 0 <= b.boxes.min() and b.boxes.max() <= 1
 
