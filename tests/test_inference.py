@@ -1,7 +1,27 @@
-"Quick tests of simplelxmert.inference: Recall@K, image loading (more arrive with the predictor and retrieval)."
-import numpy as np, pytest
+"Quick tests of simplelxmert.inference on a tiny random-weight checkpoint (and the shipped toy one when present)."
+import contextlib, io, json, shutil
+import numpy as np, pytest, torch
 from PIL import Image
-from simplelxmert.inference import recall_at_k, load_image
+from simplelxmert.inference import (Predictor, recall_at_k, read_image, caption_batch, region_batch, encode_texts,
+                                    encode_images, cached_scores, naive_scores, predict_cli, TOY_CHECKPOINT)
+from simplelxmert.dataset import make_toy_data, make_eval_pairs, ITMPairDataset, collate_itm, image_id
+from simplelxmert.encoders import LXMERTConfig
+from simplelxmert.training import ITMModel
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    "Toy data (12 images) and a checkpoint of a random-weight model with 1/1/2 layers, feature normalization on."
+    torch.manual_seed(0); torch.set_num_threads(1)
+    root = tmp_path_factory.mktemp("inference")
+    toy = make_toy_data(root/"toy", n_images=12, seed=3)
+    store, tok = toy.store(), toy.tokenizer()
+    cfg = LXMERTConfig(vocab_size=len(tok), hidden_size=32, num_attention_heads=4, intermediate_size=64,
+                       l_layers=1, r_layers=1, x_layers=2, visual_feat_dim=store.dim)
+    norm = {"mean": np.linspace(-0.5, 0.5, store.dim).tolist(), "std": np.linspace(0.5, 2, store.dim).tolist()}
+    ITMModel(cfg, feature_norm=norm).save_pretrained(root/"ckpt", tokenizer=tok, extra={"feature_store_meta": store.meta, "max_len": 32})
+    return toy, store, Predictor.from_pretrained(root/"ckpt", device="cpu"), root
+
 
 def test_recall_at_k_hand_built():
     s = np.array([[0.9, 0.1, 0.8, 0.0], [0.2, 0.7, 0.3, 0.95], [0.5, 0.6, 0.1, 0.4]])
@@ -9,18 +29,100 @@ def test_recall_at_k_hand_built():
     assert r["i2t"] == pytest.approx({1: 1/3, 2: 2/3, 3: 1.0})
     assert r["t2i"] == pytest.approx({1: 0.5, 2: 1.0, 3: 1.0})
 
-def test_recall_at_k_ties_count_against_the_model():
-    r = recall_at_k(np.ones((4, 4)), np.arange(4), ks=(1, 4))
-    assert r["i2t"][1] == 0 and r["t2i"][1] == 0 and r["i2t"][4] == 1
 
-def test_recall_at_k_perfect_and_bad_gt():
+def test_recall_at_k_ties_and_bad_gt():
+    assert recall_at_k(np.ones((4, 4)), np.arange(4), ks=(1, 4)) == {"i2t": {1: 0.0, 4: 1.0}, "t2i": {1: 0.0, 4: 1.0}}
     s = np.random.default_rng(0).random((5, 10)); gt = np.repeat(np.arange(5), 2); s[gt, np.arange(10)] += 1
     assert recall_at_k(s, gt, ks=(1,)) == {"i2t": {1: 1.0}, "t2i": {1: 1.0}}
     with pytest.raises(ValueError, match="without any caption"): recall_at_k(s, np.zeros(10, int))
     with pytest.raises(ValueError, match="one image row per caption"): recall_at_k(s, np.arange(5))
 
-def test_load_image_errors_name_the_file(tmp_path):
+
+def test_read_image_errors_name_the_file(tmp_path):
     Image.new("RGB", (4, 3)).save(tmp_path/"ok.png"); (tmp_path/"bad.png").write_bytes(b"no")
-    assert load_image(tmp_path/"ok.png").size == (4, 3)
-    with pytest.raises(FileNotFoundError, match="nope.png"): load_image(tmp_path/"nope.png")
-    with pytest.raises(ValueError, match="bad.png"): load_image(tmp_path/"bad.png")
+    assert read_image(tmp_path/"ok.png").size == (4, 3)
+    with pytest.raises(FileNotFoundError, match="nope.png"): read_image(tmp_path/"nope.png")
+    with pytest.raises(ValueError, match="bad.png"): read_image(tmp_path/"bad.png")
+
+
+def test_predictor_equals_training_time_logits(setup):
+    toy, store, pred, _ = setup
+    pairs = make_eval_pairs(toy.records(), toy.scenes(), kind="compositional", seed=0)[:12]
+    b = collate_itm([ITMPairDataset(pairs, store, pred.tokenizer, pred.max_len)[i] for i in range(len(pairs))]); b.pop("label")
+    with torch.no_grad(): want = pred.model(**b).numpy()
+    got = np.array([pred.logits(store[image_id(p.image)], [p.caption])[0] for p in pairs])
+    np.testing.assert_allclose(got, want, atol=1e-5)
+    from_file = np.array([pred.logits(toy.images_dir/p.image, [p.caption])[0] for p in pairs])   # extractor path
+    np.testing.assert_allclose(from_file, want, atol=1e-4)
+    np.testing.assert_allclose(pred.score(store[image_id(pairs[0].image)], [pairs[0].caption]), 1 / (1 + np.exp(-want[:1])), atol=1e-6)
+
+
+def test_batched_equals_single(setup):
+    toy, store, pred, _ = setup
+    caps = [r.caption for r in toy.records()[:9]] + ["a red circle ."]
+    f = store[store.ids[0]]
+    one = np.concatenate([pred.score(f, [c]) for c in caps])
+    for bs in (1, 3, 64): np.testing.assert_allclose(pred.score(f, caps, batch_size=bs), one, atol=1e-6)
+
+
+def test_attention_maps_sum_to_one_over_real_boxes(setup):
+    toy, store, pred, _ = setup
+    f = next(store[i] for i in store.ids if not store[i].mask.all())   # an image with a padded box
+    real = f.mask
+    att = pred.attend(f, toy.records()[5].caption)
+    np.testing.assert_allclose(att.cross[..., real].sum(-1), 1, atol=1e-5)
+    assert np.abs(att.cross[..., ~real]).max(initial=0) == 0
+    np.testing.assert_allclose(att.vision[:, :, real][..., real].sum(-1), 1, atol=1e-5)
+    np.testing.assert_allclose(att.language.sum(-1), 1, atol=1e-5)
+    np.testing.assert_allclose(att.logit, pred.logits(f, [att.caption])[0], atol=1e-5)
+
+
+def test_cached_retrieval_equals_naive(setup):
+    toy, store, pred, _ = setup
+    recs = toy.records()[:20]; images = sorted({r.image for r in recs})
+    text = caption_batch(pred.tokenizer, [r.caption for r in recs], pred.max_len)
+    vis = region_batch([store[image_id(im)] for im in images])
+    vis["visual_mask"][0, -1] = 0                                  # a padded box, to exercise the masks
+    naive = naive_scores(pred.model, text, vis, batch_size=7)
+    tb, vb = encode_texts(pred.model, text), encode_images(pred.model, vis)
+    np.testing.assert_allclose(cached_scores(pred.model, tb, vb, batch_size=13), naive, atol=1e-5)
+    np.testing.assert_allclose(cached_scores(pred.model, tb, vb, batch_size=13, cls_only=False), naive, atol=1e-5)
+
+
+def _cli_error(argv):
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), pytest.raises(SystemExit): predict_cli(argv)
+    return err.getvalue()
+
+
+def test_clear_errors(setup, tmp_path):
+    toy, store, pred, root = setup
+    img = toy.images_dir/f"{store.ids[0]}.png"
+    assert "nowhere.png" in _cli_error([str(root/"ckpt"), str(tmp_path/"nowhere.png"), "a red circle"])
+    (tmp_path/"text.png").write_text("not an image")
+    assert "text.png" in _cli_error([str(root/"ckpt"), str(tmp_path/"text.png"), "a red circle", "--boxes", "[[0, 0, 5, 5]]"])
+    bad = tmp_path/"bad"; shutil.copytree(root/"ckpt", bad); (bad/"model.safetensors").unlink()
+    assert "missing model.safetensors" in _cli_error([str(bad), str(img), "a red circle"])
+    bad = tmp_path/"dims"; shutil.copytree(root/"ckpt", bad)
+    cfg = json.loads((bad/"config.json").read_text())
+    next(v for v in cfg.values() if isinstance(v, dict) and "hidden_size" in v)["intermediate_size"] = 48
+    (bad/"config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ValueError, match="intermediate"): Predictor.from_pretrained(bad)
+
+
+def test_predict_cli_prints_scores(setup, capsys):
+    toy, store, pred, root = setup
+    img = toy.images_dir/f"{store.ids[0]}.png"
+    out = predict_cli([str(root/"ckpt"), str(img), "a red circle .", "a blue square ."])
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 2 and lines[1].endswith("a blue square .")
+    np.testing.assert_allclose([float(l.split()[0]) for l in lines], out, atol=1e-3)
+
+
+@pytest.mark.skipif(not (TOY_CHECKPOINT/"model.safetensors").exists(), reason="no shipped toy checkpoint")
+def test_shipped_toy_checkpoint_loads_and_scores(tmp_path):
+    pred = Predictor.from_pretrained("toy", device="cpu")
+    assert pred.extractor is not None and pred.extractor.dim == pred.model.lxmert.config.visual_feat_dim
+    toy = make_toy_data(tmp_path/"t", n_images=10, seed=5)
+    s = pred.score(toy.images_dir/f"{toy.store().ids[0]}.png", [r.caption for r in toy.records()[:3]])
+    assert s.shape == (3,) and ((0 < s) & (s < 1)).all()
