@@ -291,6 +291,11 @@ def test_frcnn_given_boxes_and_deterministic_rebuild(frcnn, world):
     for a, b in zip(rs, again): assert np.abs(a.feats - b.feats).max() <= 1e-4 * max(1.0, np.abs(a.feats).max())
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message when no GPU is present")
+def test_frcnn_cuda_without_gpu_is_a_clear_error():
+    with pytest.raises(RuntimeError, match="no CUDA GPU"): FasterRCNNExtractor(weights="random", device="cuda")
+
+
 def test_frcnn_default_weights_never_download(tmp_path, monkeypatch):
     old = torch.hub.get_dir()
     torch.hub.set_dir(str(tmp_path))
