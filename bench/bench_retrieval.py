@@ -67,7 +67,7 @@ def run(name, model, text, vis, repeats, batch_size):
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--images", type=int, default=20); p.add_argument("--captions-per-image", type=int, default=5)
-    p.add_argument("--repeats", type=int, default=3); p.add_argument("--batch-size", type=int, default=500)
+    p.add_argument("--repeats", type=int, default=3); p.add_argument("--batch-size", type=int, default=2000)
     p.add_argument("--checkpoint", default="toy", help="checkpoint of the first setting (default: the shipped toy one)")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1: these matrices are small)")
     a = p.parse_args()

@@ -113,10 +113,10 @@ def test_clear_errors(setup, tmp_path):
 def test_predict_cli_prints_scores(setup, capsys):
     toy, store, pred, root = setup
     img = toy.images_dir/f"{store.ids[0]}.png"
-    out = predict_cli([str(root/"ckpt"), str(img), "a red circle .", "a blue square ."])
+    assert predict_cli([str(root/"ckpt"), str(img), "a red circle .", "a blue square ."]) is None   # console script: exit 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == 2 and lines[1].endswith("a blue square .")
-    np.testing.assert_allclose([float(l.split()[0]) for l in lines], out, atol=1e-3)
+    np.testing.assert_allclose([float(l.split()[0]) for l in lines], pred.score(img, ["a red circle .", "a blue square ."]), atol=1e-3)
 
 
 @pytest.mark.skipif(not (TOY_CHECKPOINT/"model.safetensors").exists(), reason="no shipped toy checkpoint")
