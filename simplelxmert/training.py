@@ -184,7 +184,7 @@ def _atomic_write(path: Path, write):
     path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"); os.close(fd)
     try:
-        write(tmp); os.replace(tmp, path)
+        write(tmp); os.chmod(tmp, 0o644); os.replace(tmp, path)  # mkstemp makes 0600 files: readable like any other
     finally:
         if os.path.exists(tmp): os.remove(tmp)
 
@@ -202,7 +202,7 @@ def write_json(path, obj):
 
 def _save_tokenizer(tokenizer, path: Path):
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=".tokenizer."))
-    tokenizer.save_pretrained(str(tmp))
+    tokenizer.save_pretrained(str(tmp)); os.chmod(tmp, 0o755)
     old = path.with_name(f".{path.name}.old")
     if path.exists(): os.replace(path, old)
     os.replace(tmp, path); shutil.rmtree(old, ignore_errors=True)
@@ -504,7 +504,7 @@ def toy_itm_data(data_dir, n_images: int = 2000, data_seed: int = 0, **kw) -> IT
     td = make_toy_data(data_dir, n_images, data_seed)
     return itm_data(td.records("train"), td.records("val"), td.store(), td.tokenizer(), scenes=td.scenes(), **kw)
 
-# %% ../nbs/04_itm_training.ipynb #daf893b2
+# %% ../nbs/04_itm_training.ipynb #958fc021
 def _model_config(args, tokenizer, store) -> LXMERTConfig:
     l, r, x = (int(v) for v in args.layers.split(","))
     return LXMERTConfig(vocab_size=len(tokenizer), hidden_size=args.hidden, num_attention_heads=args.heads,
@@ -586,7 +586,7 @@ def _init_distributed():
 
 
 def train_cli(argv=None):
-    "Command line: `simplelxmert_train --data toy|flickr30k ... --out DIR [--resume] [--max-minutes M]`."
+    "Command line: `simplelxmert_train --data toy|flickr30k ... --out DIR [--resume] [--max-minutes M]`; history in DIR/history.json."
     p = train_parser()
     args = p.parse_args(argv)
     out = Path(args.out)
@@ -630,8 +630,7 @@ def train_cli(argv=None):
         last = history[-1]
         print("final: " + ", ".join(f"{k} {v:.4f}" for k, v in last.items() if k.endswith(("_acc", "_auc", "_loss"))))
         print(f"step {last['step']}, {last['elapsed_s'] / 60:.1f} min; checkpoint in {out}")
-    return history
 
-# %% ../nbs/04_itm_training.ipynb #24fa333c
+# %% ../nbs/04_itm_training.ipynb #9bfca3cf
 #| eval: false
 if __name__ == "__main__" and "ipykernel" not in sys.modules: train_cli()   # python -m simplelxmert.training
