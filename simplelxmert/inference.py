@@ -6,12 +6,13 @@
 from __future__ import annotations
 
 # %% auto #0
-__all__ = ['TOY_CHECKPOINT', 'CHECKPOINT_FILES', 'checkpoint_dir', 'read_image', 'boxes_next_to', 'sigmoid', 'Predictor',
-           'show_scores', 'AttentionMaps', 'box_heat', 'show_box_attention', 'show_word_attention', 'show_matrix',
-           'box_names', 'grounding', 'recall_at_k', 'TextBank', 'VisionBank', 'cross_projections', 'caption_batch',
-           'region_batch', 'encode_texts', 'encode_images', 'match_pooled', 'pair_batches', 'cached_scores',
-           'naive_scores', 'retrieval_eval', 'pair_logits', 'itm_accuracy', 'predict_cli', 'demo_parser', 'demo',
-           'demo_cli']
+__all__ = ['TOY_CHECKPOINT', 'CHECKPOINT_FILES', 'RECIPE_FLAGS', 'FALLBACK_RECIPE', 'checkpoint_dir', 'read_image',
+           'boxes_next_to', 'sigmoid', 'Predictor', 'show_scores', 'AttentionMaps', 'box_heat', 'show_box_attention',
+           'show_word_attention', 'show_matrix', 'box_names', 'grounding', 'recall_at_k', 'TextBank', 'VisionBank',
+           'cross_projections', 'caption_batch', 'region_batch', 'encode_texts', 'encode_images', 'match_pooled',
+           'pair_batches', 'cached_pair_scores', 'cached_scores', 'naive_scores', 'retrieval_banks', 'retrieval_eval',
+           'mean_pool', 'DualEncoder', 'fit_dual_encoder', 'rerank', 'rerank_recall', 'pair_logits', 'itm_accuracy',
+           'predict_cli', 'recipe_of', 'recipe_argv', 'training_progress', 'demo_parser', 'demo', 'demo_cli']
 
 # %% ../nbs/05_inference.ipynb #2a185421
 import argparse, json, os, re, sys, time
@@ -385,21 +386,28 @@ def pair_batches(n_img: int, n_cap: int, batch_size: int):
         yield flat // n_cap, flat % n_cap
 
 @torch.no_grad()
-def cached_scores(model: ITMModel, text: TextBank, vision: VisionBank, batch_size: int = 512, cls_only: bool = True,
-                  progress: bool = False) -> np.ndarray:
-    """Match logits `[M, N]` of every image against every caption from the encoded banks: only the cross layers run
-    per pair (`cls_only`: with the cached projections and the last layer only for `[CLS]`, `match_pooled`; else in
-    full, `lxmert.cross`)."""
-    M, N = len(vision.vis), len(text.lang); out = torch.empty(M * N, device=text.lang.device)
-    it = pair_batches(M, N, batch_size)
-    if progress: from tqdm.auto import tqdm; it = tqdm(it, total=-(-M * N // batch_size), desc="pairs")
-    for ii, cc in it:
-        ii, cc = ii.to(out.device), cc.to(out.device)
+def cached_pair_scores(model: ITMModel, text: TextBank, vision: VisionBank, img_idx, cap_idx, batch_size: int = 512,
+                       cls_only: bool = True, progress: bool = False) -> np.ndarray:
+    """Match logits `[P]` of the pairs `(img_idx[j], cap_idx[j])` from the encoded banks: only the cross layers run per
+    pair (`cls_only`: with the cached projections and the last layer only for `[CLS]`, `match_pooled`; else in full,
+    `lxmert.cross`)."""
+    dev = text.lang.device; out = []
+    img_idx, cap_idx = torch.as_tensor(img_idx, dtype=torch.long), torch.as_tensor(cap_idx, dtype=torch.long)
+    starts = range(0, len(img_idx), batch_size)
+    if progress: from tqdm.auto import tqdm; starts = tqdm(starts, desc="pairs")
+    for s in starts:
+        ii, cc = img_idx[s:s + batch_size].to(dev), cap_idx[s:s + batch_size].to(dev)
         args = (text.lang[cc], vision.vis[ii], text.mask[cc], vision.mask[ii])
         if cls_only: pooled = match_pooled(model.lxmert, *args, [x[cc] for x in text.qkv], [x[ii] for x in vision.qkv])
         else: pooled = model.lxmert.cross(*args).pooled_output
-        out[ii * N + cc] = _itm_logit(model, pooled).float()
-    return out.view(M, N).cpu().numpy()
+        out.append(_itm_logit(model, pooled).float().cpu())
+    return torch.cat(out).numpy() if out else np.zeros(0, np.float32)
+
+def cached_scores(model: ITMModel, text: TextBank, vision: VisionBank, batch_size: int = 512, cls_only: bool = True,
+                  progress: bool = False) -> np.ndarray:
+    "Match logits `[M, N]` of every image against every caption: `cached_pair_scores` of all pairs, image-major."
+    M, N = len(vision.vis), len(text.lang); flat = torch.arange(M * N)
+    return cached_pair_scores(model, text, vision, flat // N, flat % N, batch_size, cls_only, progress).reshape(M, N)
 
 @torch.no_grad()
 def naive_scores(model: ITMModel, text: dict, vis: dict, batch_size: int = 512) -> np.ndarray:
@@ -412,12 +420,67 @@ def naive_scores(model: ITMModel, text: dict, vis: dict, batch_size: int = 512) 
     return out.view(M, N).cpu().numpy()
 
 # %% ../nbs/05_inference.ipynb #6410a186
+def retrieval_banks(predictor: Predictor, records, store: FeatureStore, batch_size: int = 256):
+    """Every caption of `records` and every image they describe (sorted by name), each encoded once (`TextBank`,
+    `VisionBank`), and `gt[caption]` = the row of its image."""
+    images = sorted({r.image for r in records}); row = {im: i for i, im in enumerate(images)}
+    text = encode_texts(predictor.model, caption_batch(predictor.tokenizer, [r.caption for r in records], predictor.max_len), batch_size)
+    vision = encode_images(predictor.model, region_batch([store[image_id(im)] for im in images]), batch_size)
+    return text, vision, np.array([row[r.image] for r in records])
+
 def retrieval_eval(predictor: Predictor, records, store: FeatureStore, batch_size: int = 512) -> dict:
     "Recall@1/5/10 both ways over every image–caption pair of `records` (cached cross-layer scoring)."
-    images = sorted({r.image for r in records}); row = {im: i for i, im in enumerate(images)}
-    text = encode_texts(predictor.model, caption_batch(predictor.tokenizer, [r.caption for r in records], predictor.max_len))
-    vision = encode_images(predictor.model, region_batch([store[image_id(im)] for im in images]))
-    return recall_at_k(cached_scores(predictor.model, text, vision, batch_size), np.array([row[r.image] for r in records]))
+    text, vision, gt = retrieval_banks(predictor, records, store)
+    return recall_at_k(cached_scores(predictor.model, text, vision, batch_size), gt)
+
+# %% ../nbs/05_inference.ipynb #rerank1
+def mean_pool(h, mask) -> torch.Tensor:
+    "Mean of `h [B,S,D]` over the real positions of `mask [B,S]` (1 = real) → `[B,D]`."
+    m = mask.to(h.dtype)[..., None]
+    return (h * m).sum(1) / m.sum(1).clamp(min=1)
+
+@dataclass
+class DualEncoder:
+    "A cheap first stage on the frozen single-modality encoders: `s₁(image, caption) = cos(W v̄, ℓ̄)` of the mean-pooled banks."
+    W: torch.Tensor   # [D, D]
+
+    def scores(self, text: TextBank, vision: VisionBank) -> np.ndarray:
+        "First-stage scores `[M, N]` of every image against every caption: one matrix product."
+        v = F.normalize(mean_pool(vision.vis, vision.mask) @ self.W.to(vision.vis), dim=-1)
+        return (v @ F.normalize(mean_pool(text.lang, text.mask), dim=-1).T).float().cpu().numpy()
+
+def fit_dual_encoder(text: TextBank, vision: VisionBank, gt, steps: int = 300, batch_size: int = 128, tau: float = 0.05,
+                     lr: float = 1e-2, seed: int = 0) -> DualEncoder:
+    """Fit `W` (from the identity) with the symmetric contrastive loss on batches of up to `batch_size` distinct images,
+    one of their captions each (`gt[caption]` = its image's row); the encoders stay frozen."""
+    g = torch.Generator().manual_seed(seed); gt = np.asarray(gt)
+    L = F.normalize(mean_pool(text.lang, text.mask), dim=-1).float().cpu()     # [N, D]
+    V = mean_pool(vision.vis, vision.mask).float().cpu()                        # [M, D]
+    W = torch.eye(V.shape[1], requires_grad=True); opt = torch.optim.Adam([W], lr=lr)
+    with torch.enable_grad():
+        for _ in range(steps):
+            perm = torch.randperm(len(L), generator=g).numpy()
+            caps = perm[np.unique(gt[perm], return_index=True)[1]][:batch_size]   # one random caption per image
+            s = F.normalize(V[gt[caps]] @ W, dim=-1) @ L[caps].T / tau           # [B, B], matches on the diagonal
+            target = torch.arange(len(caps))
+            loss = (F.cross_entropy(s, target) + F.cross_entropy(s.T, target)) / 2
+            opt.zero_grad(); loss.backward(); opt.step()
+    return DualEncoder(W.detach())
+
+def rerank(model: ITMModel, text: TextBank, vision: VisionBank, first, k: int, batch_size: int = 512) -> dict:
+    """Top-`k` re-ranking: each image's `k` best captions by the first-stage scores `first [M,N]` (image→text) and each
+    caption's `k` best images (text→image) re-scored by the cross layers (`cached_pair_scores`); pairs outside a
+    shortlist rank last (-inf). Returns `{"i2t": [M,N], "t2i": [M,N], "pairs": pairs scored}`."""
+    first = np.asarray(first); M, N = first.shape
+    keep_i2t = np.zeros((M, N), bool); np.put_along_axis(keep_i2t, np.argsort(-first, 1)[:, :k], True, 1)
+    keep_t2i = np.zeros((M, N), bool); np.put_along_axis(keep_t2i, np.argsort(-first, 0)[:k], True, 0)
+    ii, cc = np.nonzero(keep_i2t | keep_t2i)                                 # the union: each pair scored once
+    s = np.full((M, N), -np.inf); s[ii, cc] = cached_pair_scores(model, text, vision, ii, cc, batch_size)
+    return {"i2t": np.where(keep_i2t, s, -np.inf), "t2i": np.where(keep_t2i, s, -np.inf), "pairs": len(ii)}
+
+def rerank_recall(reranked: dict, gt, ks=(1, 5, 10)) -> dict:
+    "Recall@K of `rerank`'s output: image→text from its image→text shortlists, text→image from its text→image ones."
+    return {"i2t": recall_at_k(reranked["i2t"], gt, ks)["i2t"], "t2i": recall_at_k(reranked["t2i"], gt, ks)["t2i"]}
 
 # %% ../nbs/05_inference.ipynb #290336c1
 @torch.no_grad()
@@ -463,83 +526,128 @@ def predict_cli(argv=None):
 # %% ../nbs/05_inference.ipynb #a8f5f5b9
 def _say(*a): print(*a, flush=True)
 
+# the model and optimization flags of simplelxmert_train that make a training recipe (the rest say where and how long)
+RECIPE_FLAGS = ("max_len", "hard_neg_prob", "hidden", "heads", "intermediate", "layers", "dropout", "init_range", "head",
+                "feature_norm", "batch_size", "lr", "warmup", "weight_decay", "clip")
+FALLBACK_RECIPE = {"batch_size": 128, "lr": 5e-4, "init_range": 0.05, "dropout": 0.0}
+
+def recipe_of(ckpt="toy") -> dict:
+    "The training recipe (`RECIPE_FLAGS` → value) recorded in checkpoint `ckpt`'s `config.json` by `simplelxmert_train`."
+    args = json.loads((checkpoint_dir(ckpt)/"config.json").read_text()).get("train_args", {})
+    return {k: args[k] for k in RECIPE_FLAGS if args.get(k) is not None}
+
+def recipe_argv(recipe: dict) -> list:
+    "`simplelxmert_train` flags for `recipe`: `{'batch_size': 128}` → `['--batch-size', '128']`."
+    return [x for k, v in recipe.items() for x in (f"--{k.replace('_', '-')}", str(v))]
+
+def training_progress(ckpt) -> dict | None:
+    "Where the training run in folder `ckpt` stands: `{'step', 'steps', 'minutes'}` from its files; None if none is saved."
+    ckpt = Path(ckpt)
+    if not all((ckpt/f).exists() for f in ("config.json", "history.json", "model.safetensors")): return None
+    cfg, hist = json.loads((ckpt/"config.json").read_text()), json.loads((ckpt/"history.json").read_text())
+    return {"step": int(cfg.get("step", 0)), "steps": int(cfg.get("train_args", {}).get("steps", 0)),
+            "minutes": (hist[-1]["elapsed_s"] / 60) if hist else 0.0}
+
 def demo_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="simplelxmert_demo", description="The whole course pipeline end to end, offline: "
         "toy data and features, ITM training for a short budget, evaluation (accuracy, retrieval Recall@K), and a scored "
-        "example with its attention.")
+        "example with its attention. Re-running with the same --out reuses what is already there.")
     p.add_argument("--out", default="runs/demo", help="folder for every output of the run (default runs/demo)")
     p.add_argument("--n-images", type=int, default=2000, help="ShapesWorld images to generate (default 2000)")
-    p.add_argument("--steps", type=int, default=1000, help="training steps (default 1000)")
-    p.add_argument("--minutes", type=float, default=4.0, help="training wall-time budget in minutes (default 4)")
-    p.add_argument("--retrieval-images", type=int, default=100, help="test images (5 captions each) scored exhaustively "
-                   "for Recall@K (default 100: 50,000 pairs)")
+    p.add_argument("--steps", type=int, default=300, help="training steps, the length of the LR schedule (default 300)")
+    p.add_argument("--minutes", type=float, default=2.0, help="training wall-time budget in minutes, over all re-runs (default 2)")
+    p.add_argument("--retrieval-images", type=int, default=50, help="test images (5 captions each) scored exhaustively "
+                   "for Recall@K (default 50: 12,500 pairs)")
     p.add_argument("--seed", type=int, default=0, help="seed of the world and of training (default 0)")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1: the toy model's matrices are tiny)")
     p.add_argument("--checkpoint", default=None, help="skip training and evaluate this checkpoint ('toy': the shipped one)")
     p.add_argument("--quiet", action="store_true", help="no training progress bar")
     return p
 
+def _train_stage(a, out: Path) -> dict:
+    "Step 2 of the demo: train (or resume, or keep) the run in `out/checkpoint` with the shipped checkpoint's recipe."
+    ckpt = out/"checkpoint"; before = training_progress(ckpt)
+    if before and (before["step"] >= before["steps"] or before["minutes"] >= a.minutes):
+        _say(f"      kept: {ckpt} already holds a finished run (step {before['step']}/{before['steps']}, "
+             f"{before['minutes']:.1f} min); delete that folder to train again")
+        return {**before, "trained_now": False}
+    recipe = recipe_of("toy") if (TOY_CHECKPOINT/"config.json").exists() else FALLBACK_RECIPE
+    _say(f"      recipe of the shipped checkpoint (chapter 04): {' '.join(recipe_argv(recipe))}")
+    if before: _say(f"      resuming the run saved at step {before['step']} ({before['minutes']:.1f} of {a.minutes:g} min spent)")
+    from simplelxmert.training import train_cli
+    train_cli(["--data", "toy", "--data-dir", str(out/"data"), "--n-images", str(a.n_images), "--data-seed", str(a.seed),
+               "--seed", str(a.seed), "--steps", str(a.steps), "--max-minutes", str(a.minutes), "--out", str(ckpt), "--resume",
+               "--threads", str(a.threads), "--eval-every", str(max(a.steps // 3, 1)), "--max-val-pairs", "500"]
+              + recipe_argv(recipe) + ["--quiet"] * a.quiet)
+    return {**training_progress(ckpt), "trained_now": True}
+
 def demo(argv=None) -> dict:
     "The pipeline of `simplelxmert_demo` (same arguments, as a list); returns the report it writes to `report.json`."
     a = demo_parser().parse_args(argv)
-    out = Path(a.out); out.mkdir(parents=True, exist_ok=True); t0 = time.time()
+    torch.set_num_threads(a.threads)
+    out = Path(a.out); out.mkdir(parents=True, exist_ok=True); t0 = time.time(); seconds = {}
+    def lap(name): seconds[name] = round(time.time() - t0 - sum(seconds.values()), 1); _say(f"      ({seconds[name]:.0f} s)")
     _say(f"simplelxmert {simplelxmert.__version__} demo: every output goes to {out.resolve()}")
 
     _say(f"\n[1/4] data: {a.n_images} ShapesWorld images, captions, tokenizer, toy region features -> {out/'data'}")
     data = make_toy_data(out/"data", n_images=a.n_images, seed=a.seed, verbose=True)
     store, scenes = data.store(), data.scenes()
-    _say(f"      {len(scenes)} images, {len(data.records())} captions, {store}")
+    _say(f"      {len(scenes)} images, {len(data.records())} captions, {store}"); lap("data")
 
-    ckpt = a.checkpoint
+    ckpt, training = a.checkpoint, None
     if ckpt is None:
         ckpt = out/"checkpoint"
         _say(f"\n[2/4] training ITM for at most {a.steps} steps / {a.minutes:g} min -> {ckpt}")
-        from simplelxmert.training import train_cli
-        train_cli(["--data", "toy", "--data-dir", str(out/"data"), "--n-images", str(a.n_images), "--data-seed", str(a.seed),
-                   "--seed", str(a.seed), "--steps", str(a.steps), "--max-minutes", str(a.minutes), "--out", str(ckpt), "--resume",
-                   "--batch-size", "128", "--lr", "5e-4", "--init-range", "0.05", "--dropout", "0"]   # chapter 04's toy recipe
-                  + ["--quiet"] * a.quiet)
+        training = _train_stage(a, out)
     else: _say(f"\n[2/4] training skipped: using the checkpoint {ckpt}")
+    lap("training")
 
-    _say(f"\n[3/4] evaluation on the test split ({len({r.image for r in data.records('test')})} images never seen in training)")
-    test, results = data.records("test"), {}
+    test = data.records("test")
     retrieval_images = set(sorted({r.image for r in test})[:a.retrieval_images])
+    n_ret = sum(r.image in retrieval_images for r in test)
+    _say(f"\n[3/4] evaluation on the test split ({len({r.image for r in test})} images never seen in training): ITM accuracy, "
+         f"and Recall@1/5/10 over every pair of {len(retrieval_images)} images x {n_ret} captions")
     models = [("this run's model" if a.checkpoint is None else f"checkpoint {ckpt}", ckpt)]
     if a.checkpoint is None and (TOY_CHECKPOINT/"model.safetensors").exists(): models.append(("the shipped toy checkpoint", "toy"))
+    results, predictors = {}, {}
     for name, c in models:
-        p = Predictor.from_pretrained(c)
+        p = predictors[name] = Predictor.from_pretrained(c)
         acc = itm_accuracy(p, test, scenes, store, seed=a.seed)
         rec = retrieval_eval(p, [r for r in test if r.image in retrieval_images], store)
         results[name] = {"checkpoint": str(c), "itm_accuracy": acc, "recall": rec}
         _say(f"      {name}: ITM accuracy {acc['random']:.3f} on random negatives, {acc['compositional']:.3f} on compositional ones")
         for d, what in (("i2t", "image->text"), ("t2i", "text->image")):
-            _say(f"      {name}: {what} R@1/5/10 over {len(retrieval_images)} images x {sum(r.image in retrieval_images for r in test)} captions: "
-                 + " / ".join(f"{100 * v:.1f}" for v in rec[d].values()))
+            _say(f"      {name}: {what} R@1/5/10: " + " / ".join(f"{100 * v:.1f}" for v in rec[d].values()))
+    _say(f"      (chance R@1: image->text {100 * 5 / max(n_ret, 1):.1f}, text->image {100 / max(len(retrieval_images), 1):.1f})")
+    lap("evaluation")
 
-    _say(f"\n[4/4] one test image, a true and a false caption")
+    _say(f"\n[4/4] one test image, a true and a false caption (chapter 05's figure)")
     pairs = make_eval_pairs(test, scenes, kind="compositional", seed=a.seed)
     true = next(x for x in pairs if x.label == 1)
     false = next((x for x in pairs if x.label == 0 and x.image == true.image), None) or next(x for x in pairs if x.label == 0)
     img = data.images_dir/true.image
     _say(f"      {img}\n      T = {true.caption}\n      F = {false.caption}")
-    for name, c in models:
-        s = Predictor.from_pretrained(c).score(img, [true.caption, false.caption])
+    for name, p in predictors.items():
+        s = p.score(img, [true.caption, false.caption])
         results[name]["example"] = {"true": float(s[0]), "false": float(s[1])}
         _say(f"      {name}: T: {s[0]:.2f} | F: {s[1]:.2f}")
-    best = models[-1]                      # the figures: the shipped checkpoint when there is one, else this run's model
-    pred = Predictor.from_pretrained(best[1]); s = pred.score(img, [true.caption, false.caption])
+    best = models[-1][0]                   # the figures: the shipped checkpoint when there is one, else this run's model
+    pred = predictors[best]; s = pred.score(img, [true.caption, false.caption])
     import matplotlib; matplotlib.use("Agg")
     fig = plt.figure(figsize=(4, 4.6)); show_scores(img, [true.caption, false.caption], s, labels=[1, 0], ax=fig.gca())
     fig.savefig(out/"scores.png", dpi=110, bbox_inches="tight"); plt.close(fig)
     att = pred.attend(img, true.caption); subj = parse_caption(true.caption).subject
     phrase = re.search(rf"{subj.color} (?:{'|'.join(SHAPE_WORDS[subj.shape])})", true.caption.lower())[0]
     fig = show_word_attention(img, att, phrase); fig.savefig(out/"attention.png", dpi=110, bbox_inches="tight"); plt.close(fig)
+    lap("example")
 
-    report = {"results": results, "example": {"image": str(img), "true": true.caption, "false": false.caption,
-              "figures_from": best[0]}, "minutes": (time.time() - t0) / 60}
-    (out/"report.json").write_text(json.dumps(report, indent=1))
-    _say(f"\ndone in {report['minutes']:.1f} min. Outputs in {out.resolve()}:\n  data/ (images, captions, tokenizer, features)"
-         f"{'' if a.checkpoint else ', checkpoint/ (model, config, tokenizer, curves.png)'}\n"
-         f"  scores.png (true vs false caption) and attention.png (\"{phrase}\" -> boxes), by {best[0]}; "
+    report = {"results": results, "training": training, "example": {"image": str(img), "true": true.caption,
+              "false": false.caption, "figures_from": best}, "seconds": seconds, "minutes": (time.time() - t0) / 60}
+    tmp = out/"report.json.tmp"; tmp.write_text(json.dumps(report, indent=1)); os.replace(tmp, out/"report.json")
+    _say(f"\ndone in {report['minutes']:.1f} min ({', '.join(f'{k} {v:.0f} s' for k, v in seconds.items())}). "
+         f"Outputs in {out.resolve()}:\n  data/ (images, captions, tokenizer, features)"
+         f"{'' if a.checkpoint else ', checkpoint/ (model, config, tokenizer, history.json, curves.png)'}\n"
+         f"  scores.png (true vs false caption) and attention.png (\"{phrase}\" -> boxes), by {best}; "
          f"report.json (every number above)")
     return report
 

@@ -126,3 +126,27 @@ def test_shipped_toy_checkpoint_loads_and_scores(tmp_path):
     toy = make_toy_data(tmp_path/"t", n_images=10, seed=5)
     s = pred.score(toy.images_dir/f"{toy.store().ids[0]}.png", [r.caption for r in toy.records()[:3]])
     assert s.shape == (3,) and ((0 < s) & (s < 1)).all()
+
+
+def test_rerank_every_pair_equals_exhaustive_and_shortlists_have_k(setup):
+    from simplelxmert.inference import retrieval_banks, fit_dual_encoder, rerank, rerank_recall
+    toy, store, pred, _ = setup
+    recs = toy.records()[:30]
+    tb, vb, gt = retrieval_banks(pred, recs, store)
+    first = fit_dual_encoder(tb, vb, gt, steps=5).scores(tb, vb)
+    full = cached_scores(pred.model, tb, vb)
+    every = rerank(pred.model, tb, vb, first, k=max(full.shape))
+    assert every["pairs"] == full.size
+    np.testing.assert_allclose(every["i2t"], full, atol=1e-5); assert rerank_recall(every, gt) == recall_at_k(full, gt)
+    r = rerank(pred.model, tb, vb, first, k=2)
+    assert (np.isfinite(r["i2t"]).sum(1) == 2).all() and (np.isfinite(r["t2i"]).sum(0) == 2).all()
+    assert r["pairs"] == np.count_nonzero(np.isfinite(r["i2t"]) | np.isfinite(r["t2i"]))
+
+
+def test_demo_recipe_flags_are_train_flags():
+    from simplelxmert.inference import recipe_argv, recipe_of, RECIPE_FLAGS
+    from simplelxmert.training import train_parser
+    flags = {o for a in train_parser()._actions for o in a.option_strings}
+    assert recipe_argv({"batch_size": 128, "lr": 5e-4}) == ["--batch-size", "128", "--lr", "0.0005"]
+    assert {f"--{k.replace('_', '-')}" for k in RECIPE_FLAGS} <= flags
+    if (TOY_CHECKPOINT/"config.json").exists(): assert set(recipe_argv(recipe_of("toy"))[::2]) <= flags
