@@ -3,11 +3,20 @@
 Both models hold the same weights (LXMERT.from_hf) and see the same batch: the seed configuration (hidden 256,
 4 heads, 2/2/2 layers, vocab 30,522), B=32 pairs of 50 tokens (caption lengths drawn from 8..50, padded) and
 36 boxes. A training step is forward + an image-text-matching loss on the pooled output (a Linear(D, 1) head and
-BCE, as in chapter 04) + backward + AdamW. Timings alternate between the models (ABBA order) and the medians
-are reported, so that load from other processes hits both alike. The step's achieved GFLOP/s (FLOPs counted
-by torch.utils.flop_counter) is printed next to a large float32 matmul's on the same machine.
+BCE, as in chapter 04) + backward + AdamW (`--adamw plain`: the for-loop implementation chapter 04 gets by
+default; `fused`: PyTorch's fused kernel; both models always get the same one).
 
-    python bench/bench_model.py [--batch 32] [--tokens 50] [--boxes 36] [--repeats 9] [--threads N] [--device cpu]
+Our model is timed on two paths:
+- `ours pooled_only`: `model(..., pooled_only=True)`, the path for a loss that reads only the pooled output
+  (real rows only, last cross layer for [CLS] alone; tested equal to the full forward's pooled output);
+- `ours full`: `model(...)`, every output computed (language, vision, pooled), as Hugging Face's forward does.
+Timings alternate between the contenders (the order reversed every round) and the medians are reported, so that
+load from other processes hits all alike. Both wall-clock time and the process's CPU time are measured: on a
+shared machine with --threads 1, CPU time does not count the time the process waited for a core, so it is the
+steadier figure of the work each step costs. The step's achieved GFLOP/s (FLOPs counted by torch.utils.flop_counter,
+per path) is printed next to a large float32 matmul's on the same machine.
+
+    python bench/bench_model.py --threads 1 [--batch 32] [--tokens 50] [--boxes 36] [--repeats 9] [--adamw plain|fused] [--device cpu]
 """
 import argparse, statistics, time
 import torch
@@ -41,38 +50,41 @@ def sync(device):
     if device.type == "cuda": torch.cuda.synchronize()
 
 
-def make_step(model, head, inputs, labels):
-    "One training step: forward, ITM loss on the pooled output, backward, AdamW."
+def make_step(model, head, pooled, labels, fused_adamw=False):
+    "One training step: forward (`pooled()` → pooled output), ITM loss, backward, AdamW."
     params = list(model.parameters()) + list(head.parameters())
-    opt = torch.optim.AdamW(params, lr=1e-4)
+    opt = torch.optim.AdamW(params, lr=1e-4, fused=fused_adamw or None)
     def step():
         model.train()
-        logits = head(model(**inputs).pooled_output).squeeze(-1)
+        logits = head(pooled()).squeeze(-1)
         loss = F.binary_cross_entropy_with_logits(logits, labels)
         opt.zero_grad(set_to_none=True); loss.backward(); opt.step()
         return loss
     return step
 
 
-def make_eval(model, inputs):
+def make_eval(model, pooled):
     def forward():
         model.eval()
-        with torch.inference_mode(): return model(**inputs).pooled_output
+        with torch.inference_mode(): return pooled()
     return forward
 
 
 def timed(fn, device):
-    sync(device); t = time.perf_counter(); fn(); sync(device)
-    return time.perf_counter() - t
+    "Wall-clock and CPU seconds of one call."
+    sync(device); t, c = time.perf_counter(), time.process_time(); fn(); sync(device)
+    return time.perf_counter() - t, time.process_time() - c
 
 
 def interleaved_medians(fns, repeats, device):
-    "Alternate the functions (A B, then B A, ...) and return each one's median time."
+    "Alternate the functions (A B C, then C B A, ...); return each one's median wall time, median CPU time, all wall times."
     times = {k: [] for k in fns}
     names = list(fns)
     for r in range(repeats):
         for k in (names if r % 2 == 0 else names[::-1]): times[k].append(timed(fns[k], device))
-    return {k: statistics.median(v) for k, v in times.items()}, times
+    wall = {k: statistics.median(w for w, _ in v) for k, v in times.items()}
+    cpu = {k: statistics.median(c for _, c in v) for k, v in times.items()}
+    return wall, cpu, {k: [w for w, _ in v] for k, v in times.items()}
 
 
 def step_flops(step):
@@ -83,7 +95,7 @@ def step_flops(step):
 def matmul_gflops(device, n=2048, repeats=5):
     a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
     a @ b
-    best = min(timed(lambda: a @ b, device) for _ in range(repeats))
+    best = min(timed(lambda: a @ b, device)[0] for _ in range(repeats))
     return 2 * n ** 3 / best / 1e9
 
 
@@ -92,6 +104,8 @@ def main(argv=None):
     p.add_argument("--batch", type=int, default=32); p.add_argument("--tokens", type=int, default=50)
     p.add_argument("--boxes", type=int, default=36); p.add_argument("--repeats", type=int, default=9)
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
+    p.add_argument("--adamw", choices=["plain", "fused"], default="plain",
+                   help="AdamW implementation, the same for both models (plain: chapter 04's default)")
     p.add_argument("--device", default="cpu")
     args = p.parse_args(argv)
     if args.threads: torch.set_num_threads(args.threads)
@@ -100,28 +114,33 @@ def main(argv=None):
     torch.manual_seed(0)
     hf = transformers.LxmertModel(config.to_hf()).to(device)
     ours = LXMERT.from_hf(hf).to(device)
-    head_hf = nn.Linear(config.hidden_size, 1).to(device)
-    head_ours = nn.Linear(config.hidden_size, 1).to(device); head_ours.load_state_dict(head_hf.state_dict())
+    heads = {k: nn.Linear(config.hidden_size, 1).to(device) for k in ("hf", "ours pooled_only", "ours full")}
+    for h in heads.values(): h.load_state_dict(heads["hf"].state_dict())
     batch, labels = make_batch(config, args.batch, args.tokens, args.boxes, device)
-    steps = {"ours": make_step(ours, head_ours, batch, labels), "hf": make_step(hf, head_hf, hf_inputs(batch), labels)}
-    evals = {"ours": make_eval(ours, batch), "hf": make_eval(hf, hf_inputs(batch))}
+    pooled = {"hf": lambda: hf(**hf_inputs(batch)).pooled_output,
+              "ours pooled_only": lambda: ours(**batch, pooled_only=True).pooled_output,
+              "ours full": lambda: ours(**batch).pooled_output}
+    models = {"hf": hf, "ours pooled_only": ours, "ours full": ours}
+    fused = args.adamw == "fused"
+    steps = {k: make_step(models[k], heads[k], pooled[k], labels, fused) for k in pooled}
+    evals = {k: make_eval(models[k], pooled[k]) for k in pooled}
     print(f"device {device}, threads {torch.get_num_threads()}, torch {torch.__version__}, transformers {transformers.__version__}")
-    print(f"batch {args.batch} x {args.tokens} tokens (lengths 8..{args.tokens}) x {args.boxes} boxes, "
-          f"{sum(p.numel() for p in ours.parameters()) / 1e6:.1f}M parameters; HF attention: "
+    print(f"batch {args.batch} x {args.tokens} tokens (lengths 8..{args.tokens}, {int(batch['attention_mask'].sum())} real) x "
+          f"{args.boxes} boxes, {sum(p.numel() for p in ours.parameters()) / 1e6:.1f}M parameters; AdamW: {args.adamw}; HF attention: "
           f"{getattr(hf.config, '_attn_implementation', None)!r} (LXMERT's modeling code has no SDPA path)")
     for fns in (steps, evals):                       # warm up
         for f in fns.values(): f(); f()
-    step_t, step_all = interleaved_medians(steps, args.repeats, device)
-    eval_t, eval_all = interleaved_medians(evals, args.repeats, device)
-    flops = step_flops(steps["ours"])
+    step_t, step_cpu, step_all = interleaved_medians(steps, args.repeats, device)
+    eval_t, eval_cpu, eval_all = interleaved_medians(evals, args.repeats, device)
+    flops = {k: step_flops(s) for k, s in steps.items()}
     mm = matmul_gflops(device)
-    print(f"{'':14s}{'ours':>10s}{'HF':>10s}{'HF/ours':>10s}")
-    print(f"{'train step':14s}{step_t['ours']*1e3:8.0f}ms{step_t['hf']*1e3:8.0f}ms{step_t['hf']/step_t['ours']:9.2f}x")
-    print(f"{'eval forward':14s}{eval_t['ours']*1e3:8.0f}ms{eval_t['hf']*1e3:8.0f}ms{eval_t['hf']/eval_t['ours']:9.2f}x")
-    print(f"train step: {flops/1e9:.1f} GFLOP -> ours {flops/step_t['ours']/1e9:.1f} GFLOP/s, HF {flops/step_t['hf']/1e9:.1f} GFLOP/s; "
-          f"{2048}^3 float32 matmul: {mm:.1f} GFLOP/s")
+    print(f"{'':14s}{'HF':>10s}" + "".join(f"{k:>18s}{'HF/' + k.split()[1]:>18s}" for k in ("ours pooled_only", "ours full")))
+    for name, t in (("train step", step_t), ("  (CPU time)", step_cpu), ("eval forward", eval_t), ("  (CPU time)", eval_cpu)):
+        print(f"{name:14s}{t['hf']*1e3:8.0f}ms" + "".join(f"{t[k]*1e3:16.0f}ms{t['hf']/t[k]:17.2f}x" for k in ("ours pooled_only", "ours full")))
+    print("train step GFLOP (GFLOP/s): " + ", ".join(f"{k} {flops[k]/1e9:.1f} ({flops[k]/step_t[k]/1e9:.1f})" for k in steps)
+          + f"; {2048}^3 float32 matmul: {mm:.1f} GFLOP/s")
     print("all step times (s):", {k: [round(t, 3) for t in v] for k, v in step_all.items()})
-    return step_t, eval_t
+    return dict(step=step_t, step_cpu=step_cpu, eval=eval_t, eval_cpu=eval_cpu, flops=flops)
 
 
 if __name__ == "__main__":

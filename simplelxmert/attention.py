@@ -61,11 +61,23 @@ class MultiHeadAttention(nn.Module):
 
     def forward(self, x, context=None, context_mask=None, output_attentions=False):
         "x `[B,Q,D]`, context `[B,S,C]`, context_mask `[B,S]` keep-mask or `[B,1,1,S]` additive → (`[B,Q,D]`, weights `[B,H,Q,S]` or None)"
-        context = x if context is None else context
-        q = split_heads(self.query(x), self.heads)         # [B, H, Q, d]
-        k = split_heads(self.key(context), self.heads)     # [B, H, S, d]
-        v = split_heads(self.value(context), self.heads)   # [B, H, S, d]
-        mask = as_additive_mask(context_mask, q.dtype)         # [B, 1, 1, S] or None
+        self_attention, context = context is None, (x if context is None else context)
+        if output_attentions:                              # readable path: one projection at a time
+            q, k, v = self.query(x), self.key(context), self.value(context)
+        elif self_attention: q, k, v = self.projections(x, "qkv")   # fast path: one matrix product
+        else: (q,), (k, v) = self.projections(x, "q"), self.projections(context, "kv")
+        q, k, v = (split_heads(t, self.heads) for t in (q, k, v))   # [B, H, Q or S, d]
+        return self.attend(q, k, v, as_additive_mask(context_mask, q.dtype), output_attentions)
+
+    def projections(self, x, which="qkv"):
+        "The projections of `x` named in `which` (letters of 'qkv'), from one matrix product over their stacked weights."
+        layers = [{"q": self.query, "k": self.key, "v": self.value}[c] for c in which]
+        if len(layers) == 1: return (layers[0](x),)
+        w, b = torch.cat([l.weight for l in layers]), torch.cat([l.bias for l in layers])   # [len(which)·D, C]
+        return F.linear(x, w, b).split([l.out_features for l in layers], dim=-1)
+
+    def attend(self, q, k, v, mask=None, output_attentions=False):
+        "Heads q `[B,H,Q,d]`, k and v `[B,H,S,d]`, additive mask → (`[B,Q,D]`, weights `[B,H,Q,S]` or None)."
         p = self.dropout.p if self.training else 0.0
         if output_attentions:                              # readable path, returns the maps
             out, weights = scaled_dot_product_attention(q, k, v, mask, return_weights=True, dropout_p=p)

@@ -9,12 +9,12 @@ from dataclasses import dataclass, asdict, fields
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from .attention import MultiHeadAttention, as_additive_mask
+from .attention import MultiHeadAttention, as_additive_mask, split_heads
 
 # %% auto #0
 __all__ = ['LXMERTConfig', 'LanguageEmbeddings', 'VisualEmbeddings', 'AddNorm', 'Intermediate', 'SelfAttentionSublayer',
            'CrossAttentionSublayer', 'TransformerLayer', 'CrossModalityLayer', 'Pooler', 'Encoders', 'LXMERTOutput',
-           'LXMERT', 'randomize_weights_', 'random_batch', 'compare_with_hf']
+           'LXMERT', 'PackedRows', 'randomize_weights_', 'random_batch', 'compare_with_hf']
 
 # %% ../nbs/03_encoders.ipynb #bee15450
 @dataclass
@@ -205,8 +205,8 @@ class Encoders(nn.Module):
 @dataclass
 class LXMERTOutput:
     "What `LXMERT` returns. Attention maps, when requested, are tuples with one `[B,H,Q,S]` tensor per layer."
-    language_output: torch.Tensor            # [B, T, D]
-    vision_output: torch.Tensor              # [B, K, D]
+    language_output: torch.Tensor | None     # [B, T, D]  (None with pooled_only=True)
+    vision_output: torch.Tensor | None       # [B, K, D]  (None with pooled_only=True)
     pooled_output: torch.Tensor              # [B, D]
     language_attentions: tuple | None = None     # l_layers × [B, H, T, T]
     vision_attentions: tuple | None = None       # r_layers × [B, H, K, K]
@@ -247,19 +247,26 @@ class LXMERT(nn.Module):
         dtype = self.pooler.dense.weight.dtype
         return as_additive_mask(attention_mask, dtype), as_additive_mask(visual_mask, dtype)
 
-    def _language(self, input_ids, lang_mask, token_type_ids, output_attentions):
+    def _check_ids(self, input_ids):
         if input_ids.numel() and int(input_ids.max()) >= self.config.vocab_size:
             raise ValueError(f"token id {int(input_ids.max())} is outside the vocabulary ({self.config.vocab_size} ids): "
                              "the tokenizer and LXMERTConfig.vocab_size do not match")
-        return _run_stack(self.encoder.layer, self.embeddings(input_ids, token_type_ids), lang_mask, output_attentions)
 
-    def _vision(self, visual_feats, visual_pos, vis_mask, output_attentions):
+    def _check_regions(self, visual_feats, visual_pos):
         c = self.config
+        if visual_feats is None or visual_pos is None: raise ValueError("LXMERT needs visual_feats [B, K, F] and visual_pos [B, K, 4]")
         if visual_feats.dim() != 3 or visual_pos.shape[:2] != visual_feats.shape[:2] or visual_pos.size(-1) != c.visual_pos_dim:
             raise ValueError(f"visual_feats must be [B, K, {c.visual_feat_dim}] and visual_pos [B, K, {c.visual_pos_dim}]; got {tuple(visual_feats.shape)} and {tuple(visual_pos.shape)}")
         if visual_feats.size(-1) != c.visual_feat_dim:
             raise ValueError(f"region features are {visual_feats.size(-1)}-d but the model expects {c.visual_feat_dim}-d: "
                              f"build it with LXMERTConfig(visual_feat_dim={visual_feats.size(-1)}) or use the matching feature store")
+
+    def _language(self, input_ids, lang_mask, token_type_ids, output_attentions):
+        self._check_ids(input_ids)
+        return _run_stack(self.encoder.layer, self.embeddings(input_ids, token_type_ids), lang_mask, output_attentions)
+
+    def _vision(self, visual_feats, visual_pos, vis_mask, output_attentions):
+        self._check_regions(visual_feats, visual_pos)
         return _run_stack(self.encoder.r_layers, self.encoder.visn_fc(visual_feats, visual_pos), vis_mask, output_attentions)
 
     def encode_language(self, input_ids, attention_mask=None, token_type_ids=None):
@@ -282,15 +289,103 @@ class LXMERT(nn.Module):
         return out
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None, visual_feats=None, visual_pos=None,
-                visual_mask=None, output_attentions=False):
-        "Encode a batch of (sentence, image regions) pairs → `LXMERTOutput`."
-        if visual_feats is None or visual_pos is None: raise ValueError("LXMERT needs visual_feats [B, K, F] and visual_pos [B, K, 4]")
+                visual_mask=None, output_attentions=False, pooled_only=False):
+        """Encode a batch of (sentence, image regions) pairs → `LXMERTOutput`. With `pooled_only=True` only the pooled
+        output is computed (the faster path of "Only what the matching loss needs" below; the other outputs are None)."""
+        if pooled_only:
+            if output_attentions: raise ValueError("pooled_only=True computes no attention maps; ask for one or the other")
+            return LXMERTOutput(None, None, self._pooled_only(input_ids, attention_mask, token_type_ids, visual_feats, visual_pos, visual_mask))
+        self._check_regions(visual_feats, visual_pos)
         lang_mask, vis_mask = self._masks(attention_mask, visual_mask)
         lang, lang_maps = self._language(input_ids, lang_mask, token_type_ids, output_attentions)
         vis, vis_maps = self._vision(visual_feats, visual_pos, vis_mask, output_attentions)
         out = self.cross(lang, vis, lang_mask, vis_mask, output_attentions)
         out.language_attentions, out.vision_attentions = lang_maps, vis_maps
         return out
+
+# %% ../nbs/03_encoders.ipynb #42a3d961
+class PackedRows:
+    "The real rows of a padded batch `[B,S,…]`, packed into `[N,…]` for token-wise layers, and the way back for attention."
+    def __init__(self, mask, B, S, device=None, dtype=torch.float32, keep_first=False):
+        "`mask`: None, a keep-mask `[B,S]` (1 = real) or an additive `[B,1,1,S]`; `keep_first`: always keep position 0."
+        self.B, self.S = B, S
+        self.key_mask = as_additive_mask(mask, dtype)                      # [B,1,1,S]: attention over these rows
+        rows = mask.bool() if mask is not None and mask.dim() == 2 else None
+        if rows is not None and not rows.any(1).all(): rows = None           # a row without any real key: keep everything
+        if rows is not None and keep_first: rows = rows.clone(); rows[:, 0] = True
+        if rows is not None and rows.all(): rows = None                      # nothing to skip
+        self.index = None if rows is None else rows.flatten().nonzero().squeeze(1)   # [N] flat positions kept
+        self.first = None
+        if keep_first:                                                       # [B] packed row of each position 0
+            self.first = torch.arange(B, device=device) * S if rows is None else (rows.flatten().cumsum(0) - 1).view(B, S)[:, 0]
+
+    def pack(self, x):
+        "`[B,S,…]` → `[N,…]`"
+        x = x.reshape(self.B * self.S, *x.shape[2:])
+        return x if self.index is None else x.index_select(0, self.index)
+
+    def pad(self, x):
+        "`[N,…]` → `[B,S,…]`, zeros at the rows left out"
+        if self.index is not None: x = x.new_zeros(self.B * self.S, *x.shape[1:]).index_copy(0, self.index, x)
+        return x.view(self.B, self.S, *x.shape[1:])
+
+# %% ../nbs/03_encoders.ipynb #35653775
+def _heads(mha, x, rows):
+    "Packed projections `[N,D]` → heads in the padded layout `[B,H,S,d]`."
+    return split_heads(rows.pad(x), mha.heads)
+
+def _packed_self_attention(sublayer, x, rows):
+    "A `SelfAttentionSublayer` on packed rows `[N,D]`: projections and AddNorm on the N rows, attention padded."
+    mha = sublayer.self
+    q, k, v = (_heads(mha, t, rows) for t in mha.projections(x, "qkv"))
+    h, _ = mha.attend(q, k, v, rows.key_mask)                                       # [B, S, D]
+    return sublayer.output(rows.pack(h), x)                                         # [N, D]
+
+def _packed_layer(layer, x, rows):
+    "A `TransformerLayer` on packed rows."
+    h = _packed_self_attention(layer.attention, x, rows)
+    return layer.output(layer.intermediate(h), h)
+
+def _packed_cross_layer(layer, lang, vis, lang_rows, vis_rows):
+    "A `CrossModalityLayer` on packed rows: the same steps as its `forward`, each stream projected once for both directions."
+    xa = layer.visual_attention
+    ql, kl, vl = (_heads(xa.att, t, lang_rows) for t in xa.att.projections(lang, "qkv"))
+    qv, kv, vv = (_heads(xa.att, t, vis_rows) for t in xa.att.projections(vis, "qkv"))
+    lang_x = xa.output(lang_rows.pack(xa.att.attend(ql, kv, vv, vis_rows.key_mask)[0]), lang)   # words attend to boxes
+    vis_x = xa.output(vis_rows.pack(xa.att.attend(qv, kl, vl, lang_rows.key_mask)[0]), vis)     # boxes attend to words
+    lang_s = _packed_self_attention(layer.lang_self_att, lang_x, lang_rows)
+    vis_s = _packed_self_attention(layer.visn_self_att, vis_x, vis_rows)
+    return layer.lang_output(layer.lang_inter(lang_s), lang_s), layer.visn_output(layer.visn_inter(vis_s), vis_s)
+
+def _cls_last_layer(layer, lang, vis, lang_rows, vis_rows):
+    "The last `CrossModalityLayer`, only as far as `[CLS]` needs it → `[B,D]`."
+    xa, sa = layer.visual_attention, layer.lang_self_att
+    (q,), (k, v) = xa.att.projections(lang, "q"), xa.att.projections(vis, "kv")
+    h, _ = xa.att.attend(_heads(xa.att, q, lang_rows), _heads(xa.att, k, vis_rows), _heads(xa.att, v, vis_rows), vis_rows.key_mask)
+    lang_x = xa.output(lang_rows.pack(h), lang)                                     # [N, D] every word attends to the boxes
+    cls = lang_x[lang_rows.first]                                                   # [B, D]
+    (q,), (k, v) = sa.self.projections(cls[:, None], "q"), sa.self.projections(lang_x, "kv")
+    h, _ = sa.self.attend(split_heads(q, sa.self.heads), _heads(sa.self, k, lang_rows), _heads(sa.self, v, lang_rows),
+                          lang_rows.key_mask)                                       # [B, 1, D] only [CLS] asks
+    cls = sa.output(h[:, 0], cls)
+    return layer.lang_output(layer.lang_inter(cls), cls)                            # [B, D] FFN of [CLS] alone
+
+def _pooled_only(self, input_ids, attention_mask=None, token_type_ids=None, visual_feats=None, visual_pos=None, visual_mask=None):
+    "`forward(...).pooled_output`, computing only what it needs: real rows only, and the last cross layer for `[CLS]` alone."
+    self._check_ids(input_ids); self._check_regions(visual_feats, visual_pos)
+    (B, T), K, dtype = input_ids.shape, visual_feats.size(1), self.pooler.dense.weight.dtype
+    lang_rows = PackedRows(attention_mask, B, T, input_ids.device, dtype, keep_first=True)
+    vis_rows = PackedRows(visual_mask, B, K, input_ids.device, dtype)
+    lang = lang_rows.pack(self.embeddings(input_ids, token_type_ids))                # [N_l, D]
+    for layer in self.encoder.layer: lang = _packed_layer(layer, lang, lang_rows)
+    vis = self.encoder.visn_fc(vis_rows.pack(visual_feats), vis_rows.pack(visual_pos))   # [N_v, D]
+    for layer in self.encoder.r_layers: vis = _packed_layer(layer, vis, vis_rows)
+    if not len(self.encoder.x_layers): return self.pooler(lang[lang_rows.first][:, None])
+    *layers, last = self.encoder.x_layers
+    for layer in layers: lang, vis = _packed_cross_layer(layer, lang, vis, lang_rows, vis_rows)
+    return self.pooler(_cls_last_layer(last, lang, vis, lang_rows, vis_rows)[:, None])   # [B, D]
+
+LXMERT._pooled_only = _pooled_only
 
 # %% ../nbs/03_encoders.ipynb #47944f18
 def _unwrap_hf(hf_model):
@@ -362,6 +457,7 @@ def compare_with_hf(config, B=3, T=9, K=7, seed=0, eps=1e-5, grad_eps=1e-4):
         out = ours(**batch, output_attentions=maps)
         for key in ("language_output", "vision_output", "pooled_output"):
             check(key, getattr(out, key), getattr(ref, key), eps)
+    check("pooled_output (pooled_only)", ours(**batch, pooled_only=True).pooled_output, ref.pooled_output, eps)
     out = ours(**batch, output_attentions=True)
     for ours_maps, ref_maps, name in ((out.language_attentions, ref.language_attentions, "language_attentions"),
                                       (out.vision_attentions, ref.vision_attentions, "vision_attentions"),
@@ -375,7 +471,18 @@ def compare_with_hf(config, B=3, T=9, K=7, seed=0, eps=1e-5, grad_eps=1e-4):
     def loss(o): return sum((t * wi).sum() for t, wi in zip((o.language_output, o.vision_output, o.pooled_output), w))
     loss(out).backward(); loss(hf(**hf_batch)).backward()
     hf_params = dict(hf.named_parameters())
-    for name, p in ours.named_parameters():
-        scale = max(1.0, hf_params[name].grad.abs().max().item())
-        check("gradients (relative)", p.grad / scale, hf_params[name].grad / scale, grad_eps)
+    def check_grads(name):
+        for n, p in ours.named_parameters():
+            ref_grad = hf_params[n].grad
+            if ref_grad is None or p.grad is None:   # only parameters the loss does not reach may lack a gradient, in both
+                if (ref_grad is None) != (p.grad is None): raise AssertionError(f"{name}: {n} has a gradient in one model only")
+                continue
+            scale = max(1.0, ref_grad.abs().max().item())
+            check(name, p.grad / scale, ref_grad / scale, grad_eps)
+    check_grads("gradients (relative)")
+    # and a loss on the pooled output alone, through our pooled-only path (the last vision stream gets no gradient)
+    ours.zero_grad(set_to_none=True); hf.zero_grad(set_to_none=True)
+    (ours(**batch, pooled_only=True).pooled_output * w[2]).sum().backward()
+    (hf(**hf_batch).pooled_output * w[2]).sum().backward()
+    check_grads("gradients, pooled_only (relative)")
     return diffs

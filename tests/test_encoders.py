@@ -87,3 +87,63 @@ def test_bad_inputs_have_clear_errors():
     with pytest.raises(ValueError, match="unknown keys"): LXMERTConfig.from_dict({"hidden": 3})
     with pytest.raises(ValueError, match="visual_feats"): LXMERT(ODD)(torch.ones(1, 3, dtype=torch.long))
     with pytest.raises(ValueError, match="batch"): additive_mask(torch.ones(3))
+
+# --- the pooled-only path (packed real rows, last cross layer for [CLS] alone) -----------------------------------
+
+def _batch_variants(config, B=4, T=7, K=6, seed=3):
+    "The same batch with keep-masks, no masks, additive masks, an image without boxes, and left-padded text."
+    b = random_batch(config, B, T, K, seed)
+    yield "keep-masks", b
+    yield "no masks", {**b, "attention_mask": None, "visual_mask": None}
+    yield "additive masks", {**b, "attention_mask": additive_mask(b["attention_mask"]), "visual_mask": additive_mask(b["visual_mask"])}
+    empty = b["visual_mask"].clone(); empty[1] = 0
+    yield "an image without boxes", {**b, "visual_mask": empty}
+    left = b["attention_mask"].flip(1)                    # padding first: position 0 is a padded token for some rows
+    yield "left padding", {**b, "attention_mask": left, "input_ids": b["input_ids"].flip(1)}
+
+@pytest.mark.parametrize("config", [LXMERTConfig(vocab_size=1000), ODD, LXMERTConfig(hidden_size=64, num_attention_heads=2,
+                         intermediate_size=96, l_layers=1, r_layers=1, x_layers=1, visual_feat_dim=32, vocab_size=100)],
+                         ids=["seed", "odd", "one-cross-layer"])
+def test_pooled_only_equals_full_forward(config):
+    m = randomize_weights_(LXMERT(config), seed=1).eval()
+    for name, b in _batch_variants(config):
+        with torch.no_grad():
+            full, fast = m(**b), m(**b, pooled_only=True)
+        assert fast.language_output is None and fast.vision_output is None, name
+        torch.testing.assert_close(fast.pooled_output, full.pooled_output, atol=1e-5, rtol=0, msg=lambda s: f"{name}: {s}")
+
+def test_pooled_only_gradients_equal_full_path():
+    config = LXMERTConfig(vocab_size=1000, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    m = randomize_weights_(LXMERT(config), seed=2).train()
+    b = random_batch(config, B=5, T=10, K=8, seed=5)
+    w = torch.randn(5, config.hidden_size)
+    grads = []
+    for pooled_only in (False, True):
+        m.zero_grad(set_to_none=True)
+        (m(**b, pooled_only=pooled_only).pooled_output * w).sum().backward()
+        grads.append({n: p.grad.clone() for n, p in m.named_parameters() if p.grad is not None})
+    assert grads[0].keys() == grads[1].keys()
+    assert not any(n.startswith("encoder.x_layers.1.visn") for n in grads[1])   # the last vision stream is skipped
+    for n in grads[0]:
+        scale = max(1.0, grads[0][n].abs().max().item())
+        torch.testing.assert_close(grads[1][n] / scale, grads[0][n] / scale, atol=1e-5, rtol=0, msg=lambda s: f"{n}: {s}")
+
+def test_pooled_only_trains_with_dropout():
+    m = LXMERT(ODD).train()
+    b = random_batch(ODD, B=3, T=5, K=4)
+    a, c = m(**b, pooled_only=True).pooled_output, m(**b, pooled_only=True).pooled_output
+    assert torch.isfinite(a).all() and not torch.equal(a, c)            # dropout is active
+    a.sum().backward()
+    assert m.embeddings.word_embeddings.weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="pooled_only"): m(**b, pooled_only=True, output_attentions=True)
+
+def test_projections_are_the_three_linear_layers():
+    torch.manual_seed(0)
+    att = MultiHeadAttention(32, 4, ctx_dim=24)
+    x, ctx = torch.randn(2, 5, 32), torch.randn(2, 3, 24)
+    q, = att.projections(x, "q")
+    k, v = att.projections(ctx, "kv")
+    for t, ref in ((q, att.query(x)), (k, att.key(ctx)), (v, att.value(ctx))): torch.testing.assert_close(t, ref, atol=1e-6, rtol=0)
+    self_att = MultiHeadAttention(32, 4)
+    for t, lin in zip(self_att.projections(x), (self_att.query, self_att.key, self_att.value)):
+        torch.testing.assert_close(t, lin(x), atol=1e-6, rtol=0)
