@@ -262,11 +262,13 @@ def _phrase_tokens(att: AttentionMaps, ref) -> list:
 def grounding(predictor: Predictor, records, scenes: dict, store: FeatureStore, phrase: str | None = None) -> dict:
     """For each caption's noun phrases (or only those reading `phrase`, e.g. "red circle"): is the box that receives
     the most cross-attention the named object's box? Hit rates per layer × head (`hits[l, h]`, `h = H`: mean of heads),
-    and chance = mean(1 / number of real boxes)."""
+    chance = mean(1 / number of real boxes), and `z[l, h]`: how many standard deviations the number of hits lies above
+    what attending to a random box would give (a sum of independent Bernoulli(1/n) draws)."""
     hits, chance = [], []
     for r in records:
         spec, scene = parse_caption(r.caption), scenes[image_id(r.image)]
         if spec is None: continue
+        if phrase and all(f"{ref.color} {ref.shape}" != phrase for ref in (spec.subject, spec.landmark)): continue
         att = predictor.attend(store[image_id(r.image)], r.caption)
         real = np.flatnonzero(att.regions.mask)
         for ref in (spec.subject, spec.landmark):
@@ -277,8 +279,10 @@ def grounding(predictor: Predictor, records, scenes: dict, store: FeatureStore, 
             a = att.cross[:, :, pos][..., real].mean(2)                          # [L, H, n]
             a = np.concatenate([a, a.mean(1, keepdims=True)], 1)                  # + mean of heads
             hits.append(real[a.argmax(-1)] == target[0]); chance.append(1 / len(real))
-    if not hits: return {"n": 0, "hits": None, "chance": float("nan")}
-    return {"n": len(hits), "hits": np.mean(hits, 0), "chance": float(np.mean(chance))}
+    if not hits: return {"n": 0, "hits": None, "chance": float("nan"), "z": None}
+    hits, p = np.array(hits), np.array(chance)                                    # [n, L, H+1], [n]
+    z = (hits.sum(0) - p.sum()) / np.sqrt((p * (1 - p)).sum())
+    return {"n": len(hits), "hits": hits.mean(0), "chance": float(p.mean()), "z": z}
 
 # %% ../nbs/05_inference.ipynb #edd72616
 def recall_at_k(scores, gt, ks=(1, 5, 10)) -> dict:
@@ -373,9 +377,13 @@ def match_pooled(lxmert, lang, vis, attention_mask, visual_mask, lang_qkv=None, 
         lang, vis = layer.lang_output(layer.lang_inter(lang_s), lang_s), layer.visn_output(layer.visn_inter(vis_s), vis_s)
     last = layers[-1]
     lang_x, _ = cross_att(len(layers) - 1, lang, vis, both=False)   # [B,T,D] every word attends to the boxes
-    sa = last.lang_self_att
-    h, _ = sa.self(lang_x[:, :1], lang_x, lm)                        # [B,1,D] only [CLS] asks; every word answers
-    cls = sa.output(h, lang_x[:, :1])
+    sa = last.lang_self_att; mha = sa.self; H, d = mha.heads, mha.head_dim   # only [CLS] asks; every word answers:
+    q = split_heads(mha.query(lang_x[:, :1]), H)[:, :, 0]            # [B,H,d] the query of [CLS], per head
+    r = torch.einsum("bhe,hed->bhd", q, mha.key.weight.view(H, d, -1))    # [B,H,D] W_Kᵀq, back in the words' space
+    a = (torch.einsum("bhd,btd->bht", r, lang_x) / d ** 0.5 + lm[:, 0]).softmax(-1)   # [B,H,T] (q·b_K: same for all words)
+    z = torch.einsum("bht,btd->bhd", a, lang_x)                      # [B,H,D] Σ_t a_t x_t, the attended words
+    h = torch.einsum("bhd,hed->bhe", z, mha.value.weight.view(H, d, -1)) + mha.value.bias.view(H, d)   # [B,H,d] W_V z + b_V
+    cls = sa.output(h.reshape(len(h), 1, H * d), lang_x[:, :1])      # [B,1,D]
     cls = last.lang_output(last.lang_inter(cls), cls)                # [B,1,D] feed-forward of [CLS] alone
     return lxmert.pooler(cls)                                        # [B,D]
 
