@@ -66,6 +66,12 @@ def _feature_meta(config: dict) -> dict | None:
     "The feature store's `meta` saved in a checkpoint's config: the dict that names the extractor."
     return next((v for v in config.values() if isinstance(v, dict) and "extractor" in v), None)
 
+def _mismatch_summary(e: Exception, n: int = 2) -> str:
+    "The first `n` complaints of a weights/config mismatch error (`load_state_dict`'s), and how many more there are."
+    lines = [l.strip()[:300] for l in str(e).splitlines() if l.strip().startswith(("size mismatch", "Missing key", "Unexpected key"))]
+    if not lines: return str(e)[:500]
+    return "; ".join(lines[:n]) + (f"; and {len(lines) - n} more" if len(lines) > n else "")
+
 def sigmoid(x): return 1 / (1 + np.exp(-np.asarray(x, np.float64)))
 
 class Predictor:
@@ -82,7 +88,7 @@ class Predictor:
         try: model = ITMModel.from_pretrained(path)
         except (RuntimeError, ValueError, KeyError, TypeError) as e:      # weights that do not fit config.json, or a bad config
             raise ValueError(f"{path}: model.safetensors and config.json do not match (a file from another run, or an edited "
-                             f"config): {str(e)[:1500]}") from e
+                             f"config): {_mismatch_summary(e)}. Use the config.json saved with these weights.") from e
         meta = _feature_meta(config)
         extractor = make_extractor(meta, device="cpu") if meta else None
         dim = model.lxmert.config.visual_feat_dim
@@ -585,7 +591,8 @@ def _train_stage(a, out: Path) -> dict:
     from simplelxmert.training import train_cli
     train_cli(["--data", "toy", "--data-dir", str(out/"data"), "--n-images", str(a.n_images), "--data-seed", str(a.seed),
                "--seed", str(a.seed), "--steps", str(a.steps), "--max-minutes", str(a.minutes), "--out", str(ckpt), "--resume",
-               "--threads", str(a.threads), "--eval-every", str(max(a.steps // 3, 1)), "--max-val-pairs", "500"]
+               "--threads", str(a.threads), "--eval-every", str(max(a.steps // 3, 1)), "--save-every", str(max(a.steps // 3, 1)),
+               "--max-val-pairs", "500"]
               + recipe_argv(recipe) + ["--quiet"] * a.quiet)
     return {**training_progress(ckpt), "trained_now": True}
 

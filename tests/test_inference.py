@@ -54,6 +54,9 @@ def test_predictor_equals_training_time_logits(setup):
     np.testing.assert_allclose(got, want, atol=1e-5)
     from_file = np.array([pred.logits(toy.images_dir/p.image, [p.caption])[0] for p in pairs])   # extractor path
     np.testing.assert_allclose(from_file, want, atol=1e-4)
+    from simplelxmert.inference import boxes_next_to
+    path = toy.images_dir/pairs[0].image                                                          # a PIL image, boxes given
+    np.testing.assert_allclose(pred.logits(Image.open(path), [pairs[0].caption], boxes=boxes_next_to(path)), want[:1], atol=1e-4)
     np.testing.assert_allclose(pred.score(store[image_id(pairs[0].image)], [pairs[0].caption]), 1 / (1 + np.exp(-want[:1])), atol=1e-6)
 
 
@@ -107,7 +110,8 @@ def test_clear_errors(setup, tmp_path):
     cfg = json.loads((bad/"config.json").read_text())
     next(v for v in cfg.values() if isinstance(v, dict) and "hidden_size" in v)["intermediate_size"] = 48
     (bad/"config.json").write_text(json.dumps(cfg))
-    with pytest.raises(ValueError, match="intermediate"): Predictor.from_pretrained(bad)
+    with pytest.raises(ValueError, match="intermediate") as e: Predictor.from_pretrained(bad)
+    assert len(str(e.value)) < 1000 and "more" in str(e.value)            # a summary of the mismatch, not a wall of text
 
 
 def test_predict_cli_prints_scores(setup, capsys):
