@@ -6,8 +6,8 @@
 from __future__ import annotations
 
 # %% auto #0
-__all__ = ['TOY_CHECKPOINT', 'CHECKPOINT_FILES', 'RECIPE_FLAGS', 'FALLBACK_RECIPE', 'checkpoint_dir', 'read_image',
-           'boxes_next_to', 'sigmoid', 'Predictor', 'show_scores', 'AttentionMaps', 'box_heat', 'show_box_attention',
+__all__ = ['TOY_CHECKPOINT', 'CHECKPOINT_FILES', 'NOT_RECIPE', 'FALLBACK_RECIPE', 'checkpoint_dir', 'read_image', 'boxes_next_to',
+           'sigmoid', 'Predictor', 'show_scores', 'AttentionMaps', 'box_heat', 'show_box_attention',
            'show_word_attention', 'show_matrix', 'box_names', 'grounding', 'recall_at_k', 'TextBank', 'VisionBank',
            'cross_projections', 'caption_batch', 'region_batch', 'encode_texts', 'encode_images', 'match_pooled',
            'pair_batches', 'cached_pair_scores', 'cached_scores', 'naive_scores', 'retrieval_banks', 'retrieval_eval',
@@ -540,19 +540,25 @@ def predict_cli(argv=None):
 # %% ../nbs/05_inference.ipynb #a8f5f5b9
 def _say(*a): print(*a, flush=True)
 
-# the model and optimization flags of simplelxmert_train that make a training recipe (the rest say where and how long)
-RECIPE_FLAGS = ("max_len", "hard_neg_prob", "hidden", "heads", "intermediate", "layers", "dropout", "init_range", "head",
-                "feature_norm", "batch_size", "lr", "warmup", "weight_decay", "clip")
+# simplelxmert_train's arguments that say what to read and write, for how long and on what: all the others are the recipe
+NOT_RECIPE = ("data", "data_dir", "n_images", "data_seed", "captions", "images", "store", "tokenizer", "steps", "seed",
+              "eval_every", "save_every", "num_workers", "device", "threads", "max_minutes", "max_val_pairs", "out", "resume",
+              "quiet", "no_amp")
 FALLBACK_RECIPE = {"batch_size": 128, "lr": 5e-4, "init_range": 0.05, "dropout": 0.0}
 
 def recipe_of(ckpt="toy") -> dict:
-    "The training recipe (`RECIPE_FLAGS` → value) recorded in checkpoint `ckpt`'s `config.json` by `simplelxmert_train`."
+    "The training recipe recorded in checkpoint `ckpt` by `simplelxmert_train`: its `train_args` less `NOT_RECIPE`."
     args = json.loads((checkpoint_dir(ckpt)/"config.json").read_text()).get("train_args", {})
-    return {k: args[k] for k in RECIPE_FLAGS if args.get(k) is not None}
+    return {k: v for k, v in args.items() if k not in NOT_RECIPE and v is not None}
 
 def recipe_argv(recipe: dict) -> list:
-    "`simplelxmert_train` flags for `recipe`: `{'batch_size': 128}` → `['--batch-size', '128']`."
-    return [x for k, v in recipe.items() for x in (f"--{k.replace('_', '-')}", str(v))]
+    "`simplelxmert_train` flags for `recipe`: `{'batch_size': 128}` → `['--batch-size', '128']` (on/off flags alone)."
+    from simplelxmert.training import train_parser
+    actions = {a.dest: a for a in train_parser()._actions if a.option_strings}
+    unknown = sorted(set(recipe) - set(actions))
+    if unknown: raise ValueError(f"simplelxmert_train has no flags for {unknown}: the recipe comes from another version")
+    return [x for k, v in recipe.items() for x in ([actions[k].option_strings[-1]] if actions[k].nargs == 0 else
+                                                    [actions[k].option_strings[-1], str(v)]) if actions[k].nargs != 0 or v]
 
 def training_progress(ckpt) -> dict | None:
     "Where the training run in folder `ckpt` stands: `{'step', 'steps', 'minutes'}` from its files; None if none is saved."
