@@ -19,7 +19,10 @@ def scaled_dot_product_attention(q, k, v, mask=None, return_weights=False, dropo
     scores = q @ k.transpose(-2, -1) / math.sqrt(q.size(-1))   # [..., Q, S]
     if mask is not None: scores = scores + mask
     weights = scores.softmax(dim=-1)                             # each row sums to 1 over the keys
-    dropped = F.dropout(weights, dropout_p) if dropout_p > 0 else weights
+    if dropout_p > 0:                                            # training: drop weights with probability p
+        keep = torch.rand_like(weights).ge_(dropout_p).div_(1 - dropout_p)   # 1/(1-p) where kept, 0 where dropped
+        dropped = weights * keep
+    else: dropped = weights
     out = dropped @ v                                            # [..., Q, d]
     return (out, weights) if return_weights else out
 
@@ -79,8 +82,8 @@ class MultiHeadAttention(nn.Module):
     def attend(self, q, k, v, mask=None, output_attentions=False):
         "Heads q `[B,H,Q,d]`, k and v `[B,H,S,d]`, additive mask → (`[B,Q,D]`, weights `[B,H,Q,S]` or None)."
         p = self.dropout.p if self.training else 0.0
-        if output_attentions:                              # readable path, returns the maps
+        if output_attentions or (p > 0 and q.device.type == "cpu"):   # readable path (the CPU fused kernel has no dropout)
             out, weights = scaled_dot_product_attention(q, k, v, mask, return_weights=True, dropout_p=p)
         else:                                              # fused path, same function
             out, weights = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p), None
-        return merge_heads(out), weights                   # [B, Q, D], [B, H, Q, S]
+        return merge_heads(out), (weights if output_attentions else None)   # [B, Q, D], [B, H, Q, S]

@@ -147,3 +147,14 @@ def test_projections_are_the_three_linear_layers():
     self_att = MultiHeadAttention(32, 4)
     for t, lin in zip(self_att.projections(x), (self_att.query, self_att.key, self_att.value)):
         torch.testing.assert_close(t, lin(x), atol=1e-6, rtol=0)
+
+def test_attention_dropout_keeps_the_expectation():
+    torch.manual_seed(0)
+    S, p = 4000, 0.1
+    dropped = scaled_dot_product_attention(torch.zeros(1, 1, 8), torch.zeros(1, S, 8), torch.eye(S)[None], dropout_p=p)[0, 0]
+    assert abs((dropped == 0).float().mean().item() - p) < 0.02
+    assert abs(dropped.mean().item() * S - 1) < 0.03
+    att = MultiHeadAttention(16, 2, dropout=0.5).train()                 # training on a CPU: written out, maps not returned
+    x = torch.randn(2, 5, 16)
+    out, w = att(x)
+    assert w is None and not torch.equal(out, att(x)[0])
