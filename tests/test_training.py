@@ -202,3 +202,25 @@ def test_ddp_two_processes_match_one(tmp_path):
     assert (flat - init).abs().max() > 1e-3  # it trained
     torch.testing.assert_close(r0, flat, atol=2e-5, rtol=1e-4)
 
+
+
+SHIPPED = Path(__file__).resolve().parents[1] / "simplelxmert" / "assets" / "toy_itm"
+
+
+def test_shipped_checkpoint_keeps_its_accuracy_on_fresh_scenes(tmp_path):
+    "The toy checkpoint shipped with the package, re-measured on a ShapesWorld it never saw (another seed)."
+    from torch.utils.data import DataLoader
+    from simplelxmert.dataset import ITMPairDataset, collate_itm, load_tokenizer, make_eval_pairs, make_toy_data
+    from simplelxmert.training import evaluate
+    cfg = read_config(SHIPPED)
+    assert {"model.safetensors", "config.json", "history.json", "tokenizer"} <= set(os.listdir(SHIPPED))
+    fresh = make_toy_data(tmp_path / "fresh", n_images=150, seed=2024)
+    model, tok = ITMModel.from_pretrained(SHIPPED), load_tokenizer(SHIPPED / "tokenizer")
+    loaders = {k: DataLoader(ITMPairDataset(make_eval_pairs(fresh.records(), fresh.scenes(), k, seed=5), fresh.store(), tok,
+                                            cfg.get("max_len", 32)), batch_size=256, collate_fn=collate_itm)
+               for k in ("random", "compositional")}
+    res = evaluate(model, loaders)
+    last = json.loads((SHIPPED / "history.json").read_text())[-1]
+    # fresh scenes: ~1,500 pairs per kind, so +-2.5 % is about two standard errors of the committed validation figure
+    assert res["random_acc"] >= last["random_acc"] - 0.03, (res, last)
+    assert res["compositional_acc"] >= last["compositional_acc"] - 0.04, (res, last)
