@@ -605,6 +605,7 @@ def _train_stage(a, out: Path) -> dict:
 def demo(argv=None) -> dict:
     "The pipeline of `simplelxmert_demo` (same arguments, as a list); returns the report it writes to `report.json`."
     a = demo_parser().parse_args(argv)
+    if a.checkpoint is not None: checkpoint_dir(a.checkpoint)          # a missing checkpoint fails now, not after the data
     torch.set_num_threads(a.threads)
     out = Path(a.out); out.mkdir(parents=True, exist_ok=True); t0 = time.time(); seconds = {}
     def lap(name): seconds[name] = round(time.time() - t0 - sum(seconds.values()), 1); _say(f"      ({seconds[name]:.0f} s)")
@@ -674,4 +675,6 @@ def demo(argv=None) -> dict:
 
 def demo_cli(argv=None):
     "Command line: `simplelxmert_demo [--out DIR] [--minutes M] ...`, the whole course pipeline end to end, offline."
-    demo(argv)
+    try: demo(argv)
+    except (OSError, ValueError) as e:        # a bad checkpoint, a folder holding other data: a message, not a traceback
+        demo_parser().exit(2, f"simplelxmert_demo: error: {e}\n")
