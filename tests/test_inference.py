@@ -156,3 +156,11 @@ def test_demo_recipe_flags_are_train_flags():
         recipe = recipe_of("toy")
         assert "lr" in recipe and "steps" not in recipe and "out" not in recipe
         assert len(recipe_argv(recipe)) >= len(recipe)       # the shipped recipe maps onto simplelxmert_train's flags
+
+
+def test_demo_cli_missing_checkpoint_fails_early(tmp_path):
+    from simplelxmert.inference import demo_cli
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), pytest.raises(SystemExit) as e:
+        demo_cli(["--out", str(tmp_path/"demo"), "--checkpoint", str(tmp_path/"nowhere")])
+    assert e.value.code == 2 and "nowhere" in err.getvalue() and not (tmp_path/"demo").exists()
