@@ -6,12 +6,13 @@
 from __future__ import annotations
 
 # %% auto #0
-__all__ = ['MODEL_INPUTS', 'CONFIG_NAME', 'WEIGHTS_NAME', 'STATE_NAME', 'HISTORY_NAME', 'default_device', 'seed_everything',
-           'get_rng_state', 'set_rng_state', 'ITMModel', 'roc_auc', 'itm_loss', 'param_groups', 'make_optimizer',
-           'warmup_linear', 'make_scheduler', 'trim_padding', 'model_inputs', 'predict_logits', 'itm_metrics',
-           'evaluate', 'write_json', 'read_config', 'export_checkpoint', 'TrainConfig', 'NonFiniteLossError',
-           'dist_info', 'save_training_state', 'load_training_state', 'train', 'plot_history', 'LivePlot',
-           'feature_stats', 'check_store', 'ITMData', 'itm_data', 'toy_itm_data', 'train_parser', 'train_cli']
+__all__ = ['MODEL_INPUTS', 'CONFIG_NAME', 'WEIGHTS_NAME', 'STATE_NAME', 'HISTORY_NAME', 'RANDOM_NEG_EPOCHS', 'default_device',
+           'seed_everything', 'get_rng_state', 'set_rng_state', 'ITMModel', 'roc_auc', 'itm_loss', 'param_groups',
+           'make_optimizer', 'warmup_linear', 'make_scheduler', 'trim_padding', 'model_inputs', 'predict_logits',
+           'itm_metrics', 'evaluate', 'write_json', 'read_config', 'export_checkpoint', 'TrainConfig',
+           'NonFiniteLossError', 'dist_info', 'save_training_state', 'load_training_state', 'train', 'plot_history',
+           'LivePlot', 'feature_stats', 'check_store', 'CurriculumITMDataset', 'ITMData', 'itm_data', 'toy_itm_data',
+           'train_parser', 'train_cli']
 
 # %% ../nbs/04_itm_training.ipynb #46de8397
 import argparse, dataclasses, json, math, os, random, shutil, sys, tempfile, time
@@ -477,6 +478,19 @@ def check_store(store, records, dim: int | None = None, what: str = "captions"):
     return store
 
 # %% ../nbs/04_itm_training.ipynb #8cdba8eb
+class CurriculumITMDataset(ITMDataset):
+    """`ITMDataset` with a curriculum: random negatives only for the first `random_epochs` epochs, then a share
+    `hard_neg_prob` of compositional ones. Each epoch's pairs still depend only on `(seed, epoch)`: resume stays exact."""
+    def __init__(self, *args, random_epochs: int = 0, **kwargs):
+        self.random_epochs = int(random_epochs)
+        super().__init__(*args, **kwargs)
+
+    def set_epoch(self, epoch: int):
+        if not hasattr(self, "final_hard_neg_prob"): self.final_hard_neg_prob = self.hard_neg_prob
+        self.hard_neg_prob = 0.0 if epoch < self.random_epochs else self.final_hard_neg_prob
+        return super().set_epoch(epoch)
+
+
 @dataclass
 class ITMData:
     "What training needs: the training pairs, fixed validation pairs by kind, the tokenizer, the store and its scenes."
@@ -488,11 +502,14 @@ class ITMData:
 
 
 def itm_data(records_train, records_val, store, tokenizer, scenes=None, max_len: int = 32, hard_neg_prob: float = 0.5,
-             seed: int = 0, max_val_pairs: int | None = 1000) -> ITMData:
-    "Build the ITM datasets: random (+ compositional when `scenes`) validation negatives are fixed and seeded."
+             seed: int = 0, max_val_pairs: int | None = 1000, random_neg_epochs: int = 0) -> ITMData:
+    """Build the ITM datasets: random (+ compositional when `scenes`) validation negatives are fixed and seeded.
+    Training negatives are random only for the first `random_neg_epochs` epochs (the curriculum), then a share
+    `hard_neg_prob` of them is compositional."""
     store = check_store(store, list(records_train) + list(records_val))
-    train_ds = ITMDataset(records_train, store, tokenizer, max_len=max_len, neg_prob=0.5,
-                          hard_neg_prob=hard_neg_prob if scenes else 0.0, scenes=scenes, seed=seed)
+    train_ds = CurriculumITMDataset(records_train, store, tokenizer, max_len=max_len, neg_prob=0.5,
+                                    hard_neg_prob=hard_neg_prob if scenes else 0.0, scenes=scenes, seed=seed,
+                                    random_epochs=random_neg_epochs)
     kinds = ("random", "compositional") if scenes else ("random",)
     val = {k: ITMPairDataset(make_eval_pairs(records_val, scenes, k, seed)[:max_val_pairs], store, tokenizer, max_len)
            for k in kinds}
@@ -514,7 +531,8 @@ def _model_config(args, tokenizer, store) -> LXMERTConfig:
 
 
 def _load_data(args) -> ITMData:
-    kw = dict(max_len=args.max_len, hard_neg_prob=args.hard_neg_prob, seed=args.seed, max_val_pairs=args.max_val_pairs)
+    kw = dict(max_len=args.max_len, hard_neg_prob=args.hard_neg_prob, seed=args.seed, max_val_pairs=args.max_val_pairs,
+              random_neg_epochs=args.random_neg_epochs)
     if args.data == "toy":
         return toy_itm_data(args.data_dir, n_images=args.n_images, data_seed=args.data_seed, **kw)
     for opt in ("captions", "store"):
@@ -535,6 +553,9 @@ def _load_data(args) -> ITMData:
     return itm_data(train_r, val_r, store, load_tokenizer(args.tokenizer), scenes=None, **kw)
 
 
+RANDOM_NEG_EPOCHS = 3   # the curriculum of the recipe (toy data): random negatives first
+
+
 def train_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="simplelxmert_train", description=
         "Train LXMERT on Image-Text Matching (toy ShapesWorld offline, or Flickr30k with extracted features). "
@@ -551,6 +572,8 @@ def train_parser() -> argparse.ArgumentParser:
     g.add_argument("--tokenizer", default="bert-base-uncased", help="flickr30k: tokenizer name or folder (default bert-base-uncased)")
     g.add_argument("--max-len", type=int, default=32, help="max tokens per caption (default 32)")
     g.add_argument("--hard-neg-prob", type=float, default=0.5, help="toy: share of negatives that are compositional (default 0.5)")
+    g.add_argument("--random-neg-epochs", type=int, default=RANDOM_NEG_EPOCHS, help=
+                   f"toy: curriculum, random negatives only for the first N epochs (default {RANDOM_NEG_EPOCHS})")
     g.add_argument("--max-val-pairs", type=int, default=1000, help="validation pairs per kind (default 1000)")
     m = p.add_argument_group("model (LXMERTConfig)")
     m.add_argument("--hidden", type=int, default=128); m.add_argument("--heads", type=int, default=4)
