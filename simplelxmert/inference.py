@@ -551,12 +551,14 @@ def recipe_of(ckpt="toy") -> dict:
     args = json.loads((checkpoint_dir(ckpt)/"config.json").read_text()).get("train_args", {})
     return {k: v for k, v in args.items() if k not in NOT_RECIPE and v is not None}
 
-def recipe_argv(recipe: dict) -> list:
-    "`simplelxmert_train` flags for `recipe`: `{'batch_size': 128}` → `['--batch-size', '128']` (on/off flags alone)."
+def recipe_argv(recipe: dict, strict: bool = True) -> list:
+    """`simplelxmert_train` flags for `recipe`: `{'batch_size': 128}` → `['--batch-size', '128']` (on/off flags alone).
+    Settings it has no flag for are an error, or left out when not `strict`."""
     from simplelxmert.training import train_parser
     actions = {a.dest: a for a in train_parser()._actions if a.option_strings}
     unknown = sorted(set(recipe) - set(actions))
-    if unknown: raise ValueError(f"simplelxmert_train has no flags for {unknown}: the recipe comes from another version")
+    if unknown and strict: raise ValueError(f"simplelxmert_train has no flags for {unknown}: the recipe comes from another version")
+    recipe = {k: v for k, v in recipe.items() if k in actions}
     return [x for k, v in recipe.items() for x in ([actions[k].option_strings[-1]] if actions[k].nargs == 0 else
                                                     [actions[k].option_strings[-1], str(v)]) if actions[k].nargs != 0 or v]
 
@@ -592,14 +594,16 @@ def _train_stage(a, out: Path) -> dict:
              f"{before['minutes']:.1f} min); delete that folder to train again")
         return {**before, "trained_now": False}
     recipe = recipe_of("toy") if (TOY_CHECKPOINT/"config.json").exists() else FALLBACK_RECIPE
-    _say(f"      recipe of the shipped checkpoint (chapter 04): {' '.join(recipe_argv(recipe))}")
+    from simplelxmert.training import train_cli, train_parser
+    argv, unknown = recipe_argv(recipe, strict=False), sorted(set(recipe) - {x.dest for x in train_parser()._actions})
+    if unknown: _say(f"      note: this simplelxmert_train has no flags for {unknown} of the recipe: left out")
+    _say(f"      recipe of the shipped checkpoint (chapter 04): {' '.join(argv)}")
     if before: _say(f"      resuming the run saved at step {before['step']} ({before['minutes']:.1f} of {a.minutes:g} min spent)")
-    from simplelxmert.training import train_cli
     train_cli(["--data", "toy", "--data-dir", str(out/"data"), "--n-images", str(a.n_images), "--data-seed", str(a.seed),
                "--seed", str(a.seed), "--steps", str(a.steps), "--max-minutes", str(a.minutes), "--out", str(ckpt), "--resume",
                "--threads", str(a.threads), "--eval-every", str(max(a.steps // 3, 1)), "--save-every", str(max(a.steps // 3, 1)),
                "--max-val-pairs", "500"]
-              + recipe_argv(recipe) + ["--quiet"] * a.quiet)
+              + argv + ["--quiet"] * a.quiet)
     return {**training_progress(ckpt), "trained_now": True}
 
 def demo(argv=None) -> dict:
@@ -608,7 +612,7 @@ def demo(argv=None) -> dict:
     if a.checkpoint is not None: checkpoint_dir(a.checkpoint)          # a missing checkpoint fails now, not after the data
     torch.set_num_threads(a.threads)
     out = Path(a.out); out.mkdir(parents=True, exist_ok=True); t0 = time.time(); seconds = {}
-    def lap(name): seconds[name] = round(time.time() - t0 - sum(seconds.values()), 1); _say(f"      ({seconds[name]:.0f} s)")
+    def lap(name): seconds[name] = max(round(time.time() - t0 - sum(seconds.values()), 1), 0.0); _say(f"      ({seconds[name]:.0f} s)")
     _say(f"simplelxmert {simplelxmert.__version__} demo: every output goes to {out.resolve()}")
 
     _say(f"\n[1/4] data: {a.n_images} ShapesWorld images, captions, tokenizer, toy region features -> {out/'data'}")
@@ -630,7 +634,13 @@ def demo(argv=None) -> dict:
     _say(f"\n[3/4] evaluation on the test split ({len({r.image for r in test})} images never seen in training): ITM accuracy, "
          f"and Recall@1/5/10 over every pair of {len(retrieval_images)} images x {n_ret} captions")
     models = [("this run's model" if a.checkpoint is None else f"checkpoint {ckpt}", ckpt)]
-    if a.checkpoint is None and (TOY_CHECKPOINT/"model.safetensors").exists(): models.append(("the shipped toy checkpoint", "toy"))
+    if a.checkpoint is None and (TOY_CHECKPOINT/"model.safetensors").exists():
+        shipped = json.loads((TOY_CHECKPOINT/"config.json").read_text()).get("train_args", {})
+        if shipped.get("data") == "toy" and shipped.get("data_seed") == a.seed and shipped.get("n_images") != a.n_images:
+            _say(f"      (the shipped checkpoint is left out: it was trained on this world, seed {a.seed}, split over "
+                 f"{shipped['n_images']} images, so this split's test images may be its training images; use "
+                 f"--n-images {shipped['n_images']} or another --seed to compare with it)")
+        else: models.append(("the shipped toy checkpoint", "toy"))
     results, predictors = {}, {}
     for name, c in models:
         p = predictors[name] = Predictor.from_pretrained(c)
