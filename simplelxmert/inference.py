@@ -104,8 +104,9 @@ class Predictor:
             pil = read_image(image)
             if boxes is None and not isinstance(image, Image.Image): boxes = boxes_next_to(image)
             if boxes is None and getattr(self.extractor, "name", "") == "toy":
-                raise ValueError(f"the toy extractor pools given boxes: pass boxes=[[x1, y1, x2, y2], ...] in pixels "
-                                 f"for {'this image' if isinstance(image, Image.Image) else image}")
+                raise ValueError(f"the toy extractor pools given boxes and found no boxes.json beside "
+                                 f"{'this image' if isinstance(image, Image.Image) else image}: pass them as [[x1, y1, x2, y2], ...] "
+                                 f"in pixels (boxes= in Python, --boxes on the command line)")
             r = self.extractor([pil], None if boxes is None else [boxes])[0]
         dim = self.model.lxmert.config.visual_feat_dim
         if r.feats.shape[1] != dim: raise ValueError(f"the regions have {r.feats.shape[1]}-d features, the model reads {dim}-d ones")
