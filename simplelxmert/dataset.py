@@ -156,7 +156,7 @@ def read_captions(path, split_file=None, fractions=(0.8, 0.1, 0.1), seed: int = 
     return records
 
 # %% ../nbs/01_dataset.ipynb #59b136b1
-from .features import COLORS, SHAPES, SIZES, Scene, ShapeObject
+from .features import COLORS, SHAPES, SIZES, Scene, ShapeObject, atomic_write_text
 
 # %% ../nbs/01_dataset.ipynb #af47dc9b
 RELATIONS = ("left of", "right of", "above", "below")
@@ -314,16 +314,6 @@ def sample_hard_negative(scene: Scene, spec: CaptionSpec, rng: random.Random,
     return rng.choice(negs) if negs else None
 
 # %% ../nbs/01_dataset.ipynb #73355c22
-def _atomic_write_text(path, text: str):
-    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f: f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp): os.unlink(tmp)
-        raise
-
 def _kaggle_text(caption: str) -> str: return re.sub(r"\s*\.$", " .", caption.strip())
 def _tokens(caption: str) -> list[str]: return re.findall(r"[a-z0-9]+", caption.lower())
 
@@ -338,7 +328,7 @@ def write_shapes_captions(scenes, out_dir, seed: int = 0, splits=(0.8, 0.1, 0.1)
     records = split_by_image(records, splits, seed)
     per_split = check_disjoint_splits(records)
     rows = ["| ".join(KAGGLE_HEADER)] + [f"{r.image}| {r.number}| {_kaggle_text(r.caption)}" for r in records]
-    _atomic_write_text(out/"results.csv", "\n".join(rows) + "\n")
+    atomic_write_text(out/"results.csv", "\n".join(rows) + "\n")
     images, by_image, next_sentid = [], defaultdict(list), 0
     for r in records: by_image[r.image].append(r)
     for imgid, (name, recs) in enumerate(by_image.items()):
@@ -346,7 +336,7 @@ def write_shapes_captions(scenes, out_dir, seed: int = 0, splits=(0.8, 0.1, 0.1)
         images.append({"filename": name, "imgid": imgid, "split": recs[0].split, "sentids": sentids,
                        "sentences": [{"tokens": _tokens(r.caption), "raw": r.caption, "imgid": imgid, "sentid": s}
                                      for r, s in zip(recs, sentids)]})
-    _atomic_write_text(out/"dataset_shapes.json", json.dumps({"images": images, "dataset": "shapes"}))
+    atomic_write_text(out/"dataset_shapes.json", json.dumps({"images": images, "dataset": "shapes"}))
     return {"results_csv": out/"results.csv", "karpathy_json": out/"dataset_shapes.json", "captions": len(records),
             "images_per_split": per_split, "skipped_images": skipped}
 
@@ -373,7 +363,7 @@ def train_tokenizer(texts, out_dir, vocab_size: int = 8000, min_frequency: int =
         Path(tmp, "vocab.txt").write_text(vocab, encoding="utf-8")
         tok = BertTokenizerFast.from_pretrained(tmp, do_lower_case=True, model_max_length=512)
     tok.save_pretrained(str(out_dir))
-    _atomic_write_text(Path(out_dir)/"vocab.txt", vocab)
+    atomic_write_text(Path(out_dir)/"vocab.txt", vocab)
     return tok
 
 def _with_vocabulary(tok: BertTokenizerFast) -> BertTokenizerFast:
@@ -525,7 +515,7 @@ def make_toy_data(out_dir, n_images: int = 1000, seed: int = 0, k: int = TOY_K, 
     if not made.exists():
         if td.root.exists() and any(td.root.iterdir()):
             raise ValueError(f"{td.root} is not empty and holds no toydata.json: choose an empty or new folder")
-        _atomic_write_text(made, json.dumps(params))
+        atomic_write_text(made, json.dumps(params))
     say = print if verbose else (lambda *a: None)
     if td.scenes_path.exists() and td.boxes_path.exists(): scenes = td.scenes()
     else: scenes = generate_shapes_world(td.root, n_images, seed=seed); say(f"drew {len(scenes)} scenes")

@@ -4,16 +4,17 @@
 
 # %% ../nbs/00_features.ipynb #7cdd3bde
 from __future__ import annotations
-import argparse, json, os, sys
+import argparse, json, os, sys, tempfile
 from dataclasses import dataclass, field, asdict
 from pathlib import Path
 
 # %% auto #0
 __all__ = ['COLORS', 'SHAPES', 'SIZES', 'RGB', 'BACKGROUND', 'SIZE_RANGE', 'IMAGENET_MEAN', 'IMAGENET_STD', 'EXTRACTORS',
-           'ShapeObject', 'Scene', 'sample_scene', 'draw_scene', 'generate_shapes_world', 'load_scenes',
-           'RegionFeatures', 'FeatureStore', 'FeatureStoreWriter', 'load_image', 'pad_regions', 'normalized_pixels',
-           'PixelRoIExtractor', 'find_shapes', 'frcnn_weights_file', 'build_frcnn', 'FasterRCNNExtractor',
-           'show_regions', 'make_extractor', 'list_images', 'extract_features', 'extract_cli', 'feature_stats']
+           'ShapeObject', 'Scene', 'sample_scene', 'draw_scene', 'atomic_write', 'atomic_write_text',
+           'generate_shapes_world', 'load_scenes', 'RegionFeatures', 'FeatureStore', 'FeatureStoreWriter', 'load_image',
+           'pad_regions', 'normalized_pixels', 'PixelRoIExtractor', 'find_shapes', 'frcnn_weights_file', 'build_frcnn',
+           'FasterRCNNExtractor', 'show_regions', 'make_extractor', 'list_images', 'extract_features', 'extract_cli',
+           'feature_stats']
 
 # %% ../nbs/00_features.ipynb #a50f5ad0
 import numpy as np
@@ -99,10 +100,18 @@ def draw_scene(scene: Scene) -> Image.Image:
     return img
 
 # %% ../nbs/00_features.ipynb #39242b76
-def _atomic_write_text(path, text: str):
-    "Write a text file so that readers see either the old or the new content, never half of it."
-    path = Path(path); tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text); os.replace(tmp, path)
+def atomic_write(path, write):
+    "Call `write(tmp)` on a temporary file beside `path`, then rename it: readers see the old file or the new one, never half."
+    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"); os.close(fd)
+    try:
+        write(tmp); os.chmod(tmp, 0o644); os.replace(tmp, path)  # mkstemp makes 0600 files: readable like any other
+    finally:
+        if os.path.exists(tmp): os.remove(tmp)
+
+def atomic_write_text(path, text: str):
+    "Write a text file atomically (`atomic_write`)."
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
 
 def generate_shapes_world(out_dir, n_images: int, seed=0, image_size=128, min_objects=2, max_objects=3) -> list[Scene]:
     "Write `out_dir/images/*.png`, `scenes.json` and `boxes.json` (pixel boxes per file); return the scenes."
@@ -111,8 +120,8 @@ def generate_shapes_world(out_dir, n_images: int, seed=0, image_size=128, min_ob
     for s in scenes:
         tmp = out/"images"/f".{s.file}.tmp.png"
         draw_scene(s).save(tmp, compress_level=1); os.replace(tmp, out/"images"/s.file)
-    _atomic_write_text(out/"scenes.json", json.dumps([s.to_dict() for s in scenes]))
-    _atomic_write_text(out/"boxes.json", json.dumps({s.file: [list(o.box) for o in s.objects] for s in scenes}))
+    atomic_write_text(out/"scenes.json", json.dumps([s.to_dict() for s in scenes]))
+    atomic_write_text(out/"boxes.json", json.dumps({s.file: [list(o.box) for o in s.objects] for s in scenes}))
     return scenes
 
 def load_scenes(path) -> list[Scene]:
@@ -210,7 +219,7 @@ class FeatureStoreWriter:
                                  f"now k={self.k}, dim={self.dim}, meta={self.meta}. Use another STORE path, or delete this one to start over.")
         else:
             self.path.mkdir(parents=True, exist_ok=True)
-            _atomic_write_text(self.path/"meta.json", json.dumps({"format": "simplelxmert-features", "version": 1, "k": self.k, "dim": self.dim, "meta": self.meta}, indent=1))
+            atomic_write_text(self.path/"meta.json", json.dumps({"format": "simplelxmert-features", "version": 1, "k": self.k, "dim": self.dim, "meta": self.meta}, indent=1))
         self._lock()
         ids = _committed_ids(self.path)
         self.done, self._pending = set(ids), []

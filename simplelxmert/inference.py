@@ -26,7 +26,7 @@ import simplelxmert
 from .features import RegionFeatures, FeatureStore, load_image, make_extractor, load_scenes
 from .dataset import (encode_captions, collate_itm, load_tokenizer, image_id, parse_caption, find_object,
                                   make_toy_data, make_eval_pairs, ITMPairDataset, ObjectRef, SHAPE_WORDS)
-from .training import ITMModel, default_device
+from .training import ITMModel, default_device, write_json
 
 # %% ../nbs/05_inference.ipynb #a484366d
 TOY_CHECKPOINT = Path(simplelxmert.__file__).parent/"assets"/"toy_itm"
@@ -676,7 +676,7 @@ def demo(argv=None) -> dict:
 
     report = {"results": results, "training": training, "example": {"image": str(img), "true": true.caption,
               "false": false.caption, "figures_from": best}, "seconds": seconds, "minutes": (time.time() - t0) / 60}
-    tmp = out/"report.json.tmp"; tmp.write_text(json.dumps(report, indent=1)); os.replace(tmp, out/"report.json")
+    write_json(out/"report.json", report)
     _say(f"\ndone in {report['minutes']:.1f} min ({', '.join(f'{k} {v:.0f} s' for k, v in seconds.items())}). "
          f"Outputs in {out.resolve()}:\n  data/ (images, captions, tokenizer, features)"
          f"{'' if a.checkpoint else ', checkpoint/ (model, config, tokenizer, history.json, curves.png)'}\n"

@@ -31,7 +31,7 @@ from tqdm import tqdm
 from fastcore.basics import patch
 
 from .encoders import LXMERT, LXMERTConfig
-from .features import FeatureStore
+from .features import FeatureStore, atomic_write
 from .dataset import (ITMDataset, ITMPairDataset, collate_itm, load_tokenizer, make_eval_pairs, make_toy_data,
                                   read_kaggle_csv, read_karpathy_json, split_by_image)
 
@@ -180,16 +180,6 @@ def evaluate(model, loaders: dict, device=None) -> dict:
     return res
 
 # %% ../nbs/04_itm_training.ipynb #8e28100f
-def _atomic_write(path: Path, write):
-    "Write through a temporary file in the same folder, then rename: readers never see half a file."
-    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"); os.close(fd)
-    try:
-        write(tmp); os.chmod(tmp, 0o644); os.replace(tmp, path)  # mkstemp makes 0600 files: readable like any other
-    finally:
-        if os.path.exists(tmp): os.remove(tmp)
-
-
 def _json_default(o):
     if isinstance(o, (np.floating, np.integer)): return o.item()
     if isinstance(o, np.ndarray): return o.tolist()
@@ -198,7 +188,7 @@ def _json_default(o):
 
 
 def write_json(path, obj):
-    _atomic_write(path, lambda t: Path(t).write_text(json.dumps(obj, indent=1, default=_json_default)))
+    atomic_write(path, lambda t: Path(t).write_text(json.dumps(obj, indent=1, default=_json_default)))
 
 
 def _save_tokenizer(tokenizer, path: Path):
@@ -218,7 +208,7 @@ def save_pretrained(self: ITMModel, save_dir, tokenizer=None, extra: dict | None
     d = Path(save_dir); d.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
     meta = {"format": "pt", "step": str(step if step is not None else -1)}
-    _atomic_write(d / WEIGHTS_NAME, lambda t: save_file(tensors, t, metadata=meta))
+    atomic_write(d / WEIGHTS_NAME, lambda t: save_file(tensors, t, metadata=meta))
     cfg = dict(model_type="simplelxmert-itm", lxmert=self.config.to_dict(), head=self.head_type,
                feature_norm=self.feature_norm, step=step, **(extra or {}))
     write_json(d / CONFIG_NAME, cfg)
@@ -255,7 +245,7 @@ def export_checkpoint(src, dst, dtype=torch.float16) -> Path:
     cfg = read_config(src)
     dst.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().to(dtype).contiguous() for k, v in model.state_dict().items()}
-    _atomic_write(dst / WEIGHTS_NAME, lambda t: save_file(tensors, t, metadata={"format": "pt", "step": str(cfg.get("step"))}))
+    atomic_write(dst / WEIGHTS_NAME, lambda t: save_file(tensors, t, metadata={"format": "pt", "step": str(cfg.get("step"))}))
     write_json(dst / CONFIG_NAME, dict(cfg, weights_dtype=str(dtype).replace("torch.", "")))
     for name in (HISTORY_NAME, "curves.png"):
         if (src / name).exists(): shutil.copyfile(src / name, dst / name)
@@ -298,7 +288,7 @@ def save_training_state(out_dir, model, optimizer, scheduler, scaler, step, hist
     write_json(out / HISTORY_NAME, history)
     state = dict(step=step, elapsed=elapsed, optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
                  scaler=scaler.state_dict(), rng=get_rng_state(), history=history)
-    _atomic_write(out / STATE_NAME, lambda t: torch.save(state, t))
+    atomic_write(out / STATE_NAME, lambda t: torch.save(state, t))
 
 
 def load_training_state(out_dir, model, optimizer, scheduler, scaler) -> dict:
