@@ -307,7 +307,7 @@ def recall_at_k(scores, gt, ks=(1, 5, 10)) -> dict:
 
 # %% ../nbs/05_inference.ipynb #2a01f88f
 import torch.nn.functional as F
-from .attention import additive_mask, split_heads, merge_heads
+from .attention import additive_mask, split_heads
 
 @dataclass
 class TextBank:
@@ -362,10 +362,6 @@ def encode_images(model: ITMModel, vis: dict, batch_size: int = 256) -> VisionBa
     vis = torch.cat(out)
     return VisionBank(vis, v["visual_mask"], cross_projections(model.lxmert, vis))
 
-def _attend_projected(q, k, v, mask):
-    "Multi-head attention from projections `[B,H,Q,d]`, `[B,H,S,d]` (as `MultiHeadAttention`'s fused path) → `[B,Q,D]`."
-    return merge_heads(F.scaled_dot_product_attention(q, k, v, attn_mask=mask))
-
 def match_pooled(lxmert, lang, vis, attention_mask, visual_mask, lang_qkv=None, vis_qkv=None):
     """`lxmert.cross(lang, vis, ...).pooled_output`, computing only what the pooled `[CLS]` vector needs; with the
     streams' first-cross-layer projections `lang_qkv`, `vis_qkv` (`cross_projections`) given, not recomputing them."""
@@ -376,8 +372,8 @@ def match_pooled(lxmert, lang, vis, attention_mask, visual_mask, lang_qkv=None, 
         if i > 0 or lang_qkv is None:
             return xa(lang, vis, vm)[0], (xa(vis, lang, lm)[0] if both else None)
         (ql, kl, vl), (qv, kv, vv) = lang_qkv, vis_qkv
-        return (xa.output(_attend_projected(ql, kv, vv, vm), lang),                 # words → boxes
-                xa.output(_attend_projected(qv, kl, vl, lm), vis) if both else None)  # boxes → words
+        return (xa.output(xa.att.attend(ql, kv, vv, vm)[0], lang),                 # words → boxes
+                xa.output(xa.att.attend(qv, kl, vl, lm)[0], vis) if both else None)  # boxes → words
     for i, layer in enumerate(layers[:-1]):                # every layer but the last: in full (CrossModalityLayer.forward)
         lang_x, vis_x = cross_att(i, lang, vis)
         lang_s, vis_s = layer.lang_self_att(lang_x, lm)[0], layer.visn_self_att(vis_x, vm)[0]
