@@ -7,12 +7,12 @@ from __future__ import annotations
 
 # %% auto #0
 __all__ = ['MODEL_INPUTS', 'CONFIG_NAME', 'WEIGHTS_NAME', 'STATE_NAME', 'HISTORY_NAME', 'RANDOM_NEG_EPOCHS', 'default_device',
-           'seed_everything', 'get_rng_state', 'set_rng_state', 'ITMModel', 'roc_auc', 'itm_loss', 'param_groups',
-           'make_optimizer', 'warmup_linear', 'make_scheduler', 'trim_padding', 'model_inputs', 'predict_logits',
-           'itm_metrics', 'evaluate', 'write_json', 'read_config', 'export_checkpoint', 'TrainConfig',
-           'NonFiniteLossError', 'dist_info', 'save_training_state', 'load_training_state', 'train', 'plot_history',
-           'LivePlot', 'feature_stats', 'check_store', 'CurriculumITMDataset', 'ITMData', 'itm_data', 'toy_itm_data',
-           'train_parser', 'train_cli']
+           'seed_everything', 'get_rng_state', 'set_rng_state', 'ITMModel', 'roc_auc', 'itm_loss', 'MLMTransform',
+           'MLMHead', 'mask_tokens', 'param_groups', 'make_optimizer', 'warmup_linear', 'make_scheduler',
+           'trim_padding', 'model_inputs', 'predict_logits', 'itm_metrics', 'evaluate', 'write_json', 'read_config',
+           'export_checkpoint', 'TrainConfig', 'NonFiniteLossError', 'dist_info', 'save_training_state',
+           'load_training_state', 'train', 'plot_history', 'LivePlot', 'feature_stats', 'check_store',
+           'CurriculumITMDataset', 'ITMData', 'itm_data', 'toy_itm_data', 'train_parser', 'train_cli']
 
 # %% ../nbs/04_itm_training.ipynb #46de8397
 import argparse, dataclasses, json, math, os, random, shutil, sys, tempfile, time
@@ -32,7 +32,7 @@ from fastcore.basics import patch
 
 from .encoders import LXMERT, LXMERTConfig
 from .features import FeatureStore, atomic_write
-from .dataset import (ITMDataset, ITMPairDataset, collate_itm, load_tokenizer, make_eval_pairs, make_toy_data,
+from .dataset import (ITM_MATCH, ITMDataset, ITMPairDataset, collate_itm, load_tokenizer, make_eval_pairs, make_toy_data,
                                   read_kaggle_csv, read_karpathy_json, split_by_image)
 
 # %% ../nbs/04_itm_training.ipynb #bd9840ef
@@ -60,12 +60,13 @@ def set_rng_state(s: dict):
 # %% ../nbs/04_itm_training.ipynb #0bebedf2
 class ITMModel(nn.Module):
     "LXMERT + an Image-Text Matching head on the pooled output. Returns one match logit per pair."
-    def __init__(self, config: LXMERTConfig, head: str = "bce", feature_norm: dict | None = None):
+    def __init__(self, config: LXMERTConfig, head: str = "bce", feature_norm: dict | None = None, mlm: bool = False):
         super().__init__()
         if head not in ("bce", "ce2"): raise ValueError(f"head must be 'bce' or 'ce2', not {head!r}")
         self.config, self.head_type = config, head
         self.lxmert = LXMERT(config)
         self.head = nn.Linear(config.hidden_size, 1 if head == "bce" else 2)  # ce2: index 1 = match
+        self.mlm_head = MLMHead(config) if mlm else None     # the masked cross-modality LM (optional, below)
         self.set_feature_norm(feature_norm)
 
     def set_feature_norm(self, feature_norm: dict | None):
@@ -80,12 +81,14 @@ class ITMModel(nn.Module):
         self.register_buffer("feat_std", std, persistent=False)
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None, visual_feats=None, visual_pos=None,
-                visual_mask=None):
+                visual_mask=None, mlm_labels=None):
+        "Match logits `[B]`; with `mlm_labels` `[B,T]` (-100 where no word is to be predicted): (logits, masked-LM loss)."
         vf = (visual_feats - self.feat_mean) / self.feat_std  # [B,K,D]
         out = self.lxmert(input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
                           visual_feats=vf, visual_pos=visual_pos, visual_mask=visual_mask)
         logits = self.head(out.pooled_output)  # [B,1] or [B,2]
-        return logits[:, 0] if self.head_type == "bce" else logits[:, 1] - logits[:, 0]  # [B]
+        logits = logits[:, 0] if self.head_type == "bce" else logits[:, 1] - logits[:, 0]  # [B]
+        return logits if mlm_labels is None else (logits, self.mlm_loss(out.language_output, mlm_labels))
 
 # %% ../nbs/04_itm_training.ipynb #70e727b2
 def roc_auc(scores, labels) -> float:
@@ -101,6 +104,54 @@ def roc_auc(scores, labels) -> float:
 def itm_loss(logits, labels):
     "BCE with logits on the match logit. For the 2-way head this *is* 2-way cross-entropy: log softmax(l)[1] = log sigmoid(l1-l0)."
     return F.binary_cross_entropy_with_logits(logits.float(), labels.float())
+
+# %% ../nbs/04_itm_training.ipynb #bbb8348d
+class MLMTransform(nn.Module):
+    "GELU(Dense(h)) then LayerNorm: the transform of BERT's and LXMERT's LM head."
+    def __init__(self, config: LXMERTConfig):
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+
+    def forward(self, h): return self.LayerNorm(F.gelu(self.dense(h)))
+
+
+class MLMHead(nn.Module):
+    "Scores every word of the vocabulary at some positions: transform, then the word-embedding matrix (tied) + a bias."
+    def __init__(self, config: LXMERTConfig):
+        super().__init__()
+        self.transform = MLMTransform(config)
+        self.bias = nn.Parameter(torch.zeros(config.vocab_size))
+
+    def forward(self, h, word_embeddings):
+        "h `[N,D]`, the embedding table `[V,D]` → scores `[N,V]`"
+        return F.linear(self.transform(h), word_embeddings, self.bias)
+
+
+@patch
+def mlm_loss(self: ITMModel, language_output, labels):
+    "Cross-entropy of the words at the positions where `labels` `[B,T]` is not -100 (0 when there is none)."
+    if self.mlm_head is None: raise ValueError("this ITMModel has no masked-LM head: build it with ITMModel(..., mlm=True)")
+    chosen = labels != -100                                                   # [B,T]
+    if not chosen.any(): return language_output.sum() * 0.0                   # keeps the graph (DDP) at no cost
+    scores = self.mlm_head(language_output[chosen], self.lxmert.embeddings.word_embeddings.weight)   # [N,V]
+    return F.cross_entropy(scores.float(), labels[chosen])
+
+# %% ../nbs/04_itm_training.ipynb #db2b0509
+def mask_tokens(input_ids, mask_id: int, special_ids, vocab_size: int, prob: float = 0.15):
+    """BERT's masking with the global torch generator: each word that is not a special token is chosen with
+    probability `prob`; a chosen word becomes `mask_id` (80 %), a random non-special word (10 %) or stays (10 %).
+    Returns (new input ids, labels: the original word where chosen, -100 elsewhere)."""
+    special = torch.as_tensor(sorted(set(special_ids)), device=input_ids.device)
+    chosen = ~torch.isin(input_ids, special) & (torch.rand(input_ids.shape, device=input_ids.device) < prob)
+    labels = torch.where(chosen, input_ids, torch.full_like(input_ids, -100))
+    r = torch.rand(input_ids.shape, device=input_ids.device)
+    words = torch.arange(vocab_size, device=input_ids.device)
+    words = words[~torch.isin(words, special)]                                # the non-special words
+    random_words = words[torch.randint(len(words), input_ids.shape, device=input_ids.device)]
+    out = torch.where(chosen & (r < 0.8), torch.full_like(input_ids, mask_id), input_ids)
+    out = torch.where(chosen & (r >= 0.8) & (r < 0.9), random_words, out)
+    return out, labels
 
 # %% ../nbs/04_itm_training.ipynb #ca74b7f4
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
@@ -210,7 +261,7 @@ def save_pretrained(self: ITMModel, save_dir, tokenizer=None, extra: dict | None
     meta = {"format": "pt", "step": str(step if step is not None else -1)}
     atomic_write(d / WEIGHTS_NAME, lambda t: save_file(tensors, t, metadata=meta))
     cfg = dict(model_type="simplelxmert-itm", lxmert=self.config.to_dict(), head=self.head_type,
-               feature_norm=self.feature_norm, step=step, **(extra or {}))
+               feature_norm=self.feature_norm, mlm=self.mlm_head is not None, step=step, **(extra or {}))
     write_json(d / CONFIG_NAME, cfg)
     if tokenizer is not None: _save_tokenizer(tokenizer, d / "tokenizer")
     return d
@@ -231,7 +282,8 @@ def from_pretrained(cls: ITMModel, ckpt_dir, map_location="cpu"):
     cfg = read_config(ckpt_dir)
     if not (Path(ckpt_dir) / WEIGHTS_NAME).exists():
         raise FileNotFoundError(f"{Path(ckpt_dir) / WEIGHTS_NAME} is missing")
-    model = cls(LXMERTConfig.from_dict(cfg["lxmert"]), head=cfg.get("head", "bce"), feature_norm=cfg.get("feature_norm"))
+    model = cls(LXMERTConfig.from_dict(cfg["lxmert"]), head=cfg.get("head", "bce"), feature_norm=cfg.get("feature_norm"),
+                mlm=cfg.get("mlm", False))
     state = load_file(str(Path(ckpt_dir) / WEIGHTS_NAME), device=str(map_location))
     model.load_state_dict(state, strict=True)
     model.checkpoint_config = cfg
@@ -270,6 +322,8 @@ class TrainConfig:
     amp: bool = True             # mixed precision on CUDA (bf16 when supported, else fp16 + GradScaler)
     max_minutes: float | None = None  # stop (and checkpoint) after this much wall time
     device: str | None = None
+    mlm_weight: float = 0.0      # λ of the masked cross-modality LM loss (0: ITM only; > 0 needs ITMModel(mlm=True))
+    mask_prob: float = 0.15      # probability that a word is chosen for the masked LM
 
 # %% ../nbs/04_itm_training.ipynb #eba4ed3c
 class NonFiniteLossError(FloatingPointError):
@@ -322,6 +376,10 @@ def train(model: ITMModel, train_ds, cfg: TrainConfig, val_sets: dict | None = N
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
     optimizer = make_optimizer(model, cfg.lr, cfg.weight_decay)
     scheduler = make_scheduler(optimizer, cfg.steps, cfg.warmup)
+    mlm = cfg.mlm_weight > 0
+    if mlm and (model.mlm_head is None or tokenizer is None):
+        raise ValueError("mlm_weight > 0 needs ITMModel(..., mlm=True) and the tokenizer (for [MASK] and the special tokens)")
+    if mlm: masking = dict(mask_id=tokenizer.mask_token_id, special_ids=tokenizer.all_special_ids, vocab_size=len(tokenizer))
     # the sampler shards one seeded permutation per epoch across ranks (rank r takes items r, r+world, ...)
     sampler = DistributedSampler(train_ds, num_replicas=world, rank=rank, shuffle=True, seed=cfg.seed, drop_last=True)
     steps_per_epoch = len(sampler) // cfg.batch_size
@@ -341,7 +399,7 @@ def train(model: ITMModel, train_ds, cfg: TrainConfig, val_sets: dict | None = N
     val_loaders = {k: DataLoader(v, batch_size=max(64, cfg.batch_size), shuffle=False, collate_fn=collate_fn,
                                  generator=torch.Generator()) for k, v in (val_sets or {}).items()}
     t0, last_saved = time.time() - elapsed, step
-    run_loss = run_correct = run_n = 0.0
+    run_loss = run_correct = run_mlm = run_n = 0.0
     pbar = tqdm(total=cfg.steps, initial=step, disable=not progress or rank != 0, desc="train", dynamic_ncols=True)
 
     def checkpoint():
@@ -353,13 +411,14 @@ def train(model: ITMModel, train_ds, cfg: TrainConfig, val_sets: dict | None = N
         if world > 1: dist.barrier()
 
     def validate():
-        nonlocal run_loss, run_correct, run_n
+        nonlocal run_loss, run_correct, run_mlm, run_n
         rec = dict(step=step, epoch=step / steps_per_epoch, lr=scheduler.get_last_lr()[0],
                    train_loss=run_loss / max(run_n, 1), train_acc=run_correct / max(run_n, 1))
+        if mlm: rec["train_mlm_loss"] = run_mlm / max(run_n, 1)
         rng = get_rng_state()  # validation must not change what training draws next (exact resume)
         rec.update(evaluate(model, val_loaders, device)); rec["elapsed_s"] = time.time() - t0
         set_rng_state(rng)
-        history.append(rec); run_loss = run_correct = run_n = 0.0
+        history.append(rec); run_loss = run_correct = run_mlm = run_n = 0.0
         if rank == 0:
             pbar.set_postfix({k: f"{v:.3f}" for k, v in rec.items() if k.endswith(("_loss", "_acc"))})
             if on_eval is not None: on_eval(history)
@@ -375,16 +434,23 @@ def train(model: ITMModel, train_ds, cfg: TrainConfig, val_sets: dict | None = N
                             num_workers=cfg.num_workers, generator=torch.Generator().manual_seed(cfg.seed + epoch),
                             pin_memory=device.type == "cuda")
         for batch in loader:
-            batch = _to(trim_padding(batch), device)
+            batch = trim_padding(batch)
+            if mlm:   # mask words of every pair; predict them only in matched pairs (LXMERT)
+                batch["input_ids"], labels = mask_tokens(batch["input_ids"], prob=cfg.mask_prob, **masking)
+                batch["mlm_labels"] = labels.masked_fill(batch["label"][:, None] != ITM_MATCH, -100)
+            batch = _to(batch, device)
             with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
-                logits = net(**model_inputs(batch))
-            loss = itm_loss(logits, batch["label"])
-            lsum = torch.stack([loss.detach().float(), ((logits.detach() > 0).float() == batch["label"]).float().mean()])
+                out = net(**model_inputs(batch), **({"mlm_labels": batch["mlm_labels"]} if mlm else {}))
+            logits, mlm_loss = out if mlm else (out, torch.zeros((), device=device))
+            itm = itm_loss(logits, batch["label"])
+            loss = itm + cfg.mlm_weight * mlm_loss
+            lsum = torch.stack([itm.detach().float(), ((logits.detach() > 0).float() == batch["label"]).float().mean(),
+                                mlm_loss.detach().float()])
             if world > 1: dist.all_reduce(lsum); lsum /= world
-            lval, accval = lsum.tolist()
-            if not math.isfinite(lval):
+            lval, accval, mlmval = lsum.tolist()
+            if not math.isfinite(lval + mlmval):
                 pbar.close()
-                raise NonFiniteLossError(f"loss is {lval} at step {step + 1}: training stopped. "
+                raise NonFiniteLossError(f"loss is {lval + cfg.mlm_weight * mlmval} at step {step + 1}: training stopped. "
                                          + (f"The last good checkpoint (step {last_saved}) is kept in {out_dir}."
                                             if out_dir is not None and last_saved > 0 else "No checkpoint was written."))
             optimizer.zero_grad(set_to_none=True)
@@ -393,7 +459,7 @@ def train(model: ITMModel, train_ds, cfg: TrainConfig, val_sets: dict | None = N
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
             scaler.step(optimizer); scaler.update(); scheduler.step()
             step += 1; pbar.update(1)
-            run_loss += lval; run_correct += accval; run_n += 1
+            run_loss += lval; run_correct += accval; run_mlm += mlmval; run_n += 1
             if cfg.max_minutes is not None and time.time() - t0 > 60 * cfg.max_minutes: stopped = "time budget"
             if stop_after is not None and step >= stop_after: stopped = "stop_after"
             if step % cfg.eval_every == 0 or step == cfg.steps or stopped: validate()
@@ -571,6 +637,9 @@ def train_parser() -> argparse.ArgumentParser:
     m.add_argument("--layers", default="2,2,2", help="language,object,cross layers (default 2,2,2)")
     m.add_argument("--dropout", type=float, default=0.1); m.add_argument("--init-range", type=float, default=0.02)
     m.add_argument("--head", choices=("bce", "ce2"), default="bce", help="one logit + BCE, or the reference's 2-way head")
+    m.add_argument("--mlm-weight", type=float, default=0.0, help=
+                   "weight of LXMERT's masked cross-modality LM loss, added to ITM (default 0: ITM only; adds a tied LM head)")
+    m.add_argument("--mask-prob", type=float, default=0.15, help="masked LM: probability that a word is chosen (default 0.15)")
     m.add_argument("--feature-norm", choices=("standardize", "none"), default="standardize",
                    help="standardize region features with the training set's mean/std (default)")
     t = p.add_argument_group("training")
@@ -618,11 +687,11 @@ def train_cli(argv=None):
     data = _load_data(args)
     seed_everything(args.seed)
     norm = feature_stats(data.store, [r.image_id for r in data.train.records]) if args.feature_norm == "standardize" else None
-    model = ITMModel(_model_config(args, data.tokenizer, data.store), head=args.head, feature_norm=norm)
+    model = ITMModel(_model_config(args, data.tokenizer, data.store), head=args.head, feature_norm=norm, mlm=args.mlm_weight > 0)
     cfg = TrainConfig(lr=args.lr, batch_size=args.batch_size, steps=args.steps, warmup=args.warmup,
                       weight_decay=args.weight_decay, clip=args.clip, seed=args.seed, eval_every=args.eval_every,
                       save_every=args.save_every, num_workers=args.num_workers or 0, amp=not args.no_amp,
-                      max_minutes=args.max_minutes, device=args.device)
+                      max_minutes=args.max_minutes, device=args.device, mlm_weight=args.mlm_weight, mask_prob=args.mask_prob)
     extra = dict(feature_store_meta=data.store.meta, max_len=args.max_len, train_args=vars(args),
                  world_size=world, torch_threads=torch.get_num_threads())
     if rank == 0:

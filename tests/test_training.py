@@ -11,7 +11,7 @@ from torch.utils.data import Dataset, default_collate
 
 from simplelxmert.encoders import LXMERTConfig
 from simplelxmert.training import (ITMModel, TrainConfig, NonFiniteLossError, train, warmup_linear, make_optimizer,
-                                   make_scheduler, param_groups, roc_auc, itm_loss, trim_padding, read_config)
+                                   make_scheduler, param_groups, roc_auc, itm_loss, trim_padding, read_config, mask_tokens)
 
 torch.set_num_threads(1)
 TINY = dict(vocab_size=40, hidden_size=32, num_attention_heads=2, intermediate_size=64, l_layers=1, r_layers=1,
@@ -117,12 +117,19 @@ def test_save_pretrained_round_trip(tmp_path):
     with pytest.raises(FileNotFoundError, match="not a simplelxmert checkpoint"): ITMModel.from_pretrained(tmp_path / "nope")
 
 
-def run(out_dir, steps=12, **kw):
+class StubTokenizer:
+    "What training needs of a tokenizer for the masked LM: [MASK], the special ids, the size; saving writes a file."
+    mask_token_id, all_special_ids = 4, [0, 1, 2, 3, 4]
+    def __len__(self): return 40
+    def save_pretrained(self, path): (Path(path) / "vocab.txt").write_text("stub")
+
+
+def run(out_dir, steps=12, mlm_weight=0.0, **kw):
     torch.manual_seed(0)
-    model = ITMModel(tiny_config())
-    cfg = TrainConfig(steps=steps, batch_size=8, eval_every=4, save_every=4, lr=3e-3, seed=1)
+    model = ITMModel(tiny_config(), mlm=mlm_weight > 0)
+    cfg = TrainConfig(steps=steps, batch_size=8, eval_every=4, save_every=4, lr=3e-3, seed=1, mlm_weight=mlm_weight)
     hist = train(model, PairSet(), cfg, val_sets={"random": PairSet(16, seed=9)}, collate_fn=default_collate,
-                 out_dir=out_dir, progress=False, **kw)
+                 out_dir=out_dir, progress=False, tokenizer=StubTokenizer() if mlm_weight else None, **kw)
     return model, hist
 
 
@@ -142,6 +149,32 @@ def test_exact_resume(tmp_path):
     assert hist[-1]["step"] == 20
     for (k, v), (k2, v2) in zip(full.state_dict().items(), resumed.state_dict().items()):
         assert k == k2 and torch.equal(v, v2), k
+
+
+def test_mask_tokens_never_touches_special_tokens():
+    torch.manual_seed(0)
+    ids = torch.randint(5, 40, (500, 10)); ids[:, 0], ids[:, 7:] = 1, 0              # [CLS] words... [PAD]
+    new, labels = mask_tokens(ids, mask_id=4, special_ids=[0, 1, 2, 3, 4], vocab_size=40, prob=0.5)
+    chosen = labels != -100
+    assert not chosen[:, 0].any() and not chosen[:, 7:].any() and torch.equal(new[~chosen], ids[~chosen])
+    assert abs(chosen[:, 1:7].float().mean().item() - 0.5) < 0.03 and (new[chosen] >= 4).all()
+
+
+def test_masked_lm_trains_saves_and_resumes_exactly(tmp_path):
+    "ITM + masked LM: the history has both losses, the head is saved and reloaded, and resume is still exact."
+    full, hist = run(tmp_path / "a", steps=20, mlm_weight=1.0)
+    assert all(math.isfinite(h["train_mlm_loss"]) and h["train_mlm_loss"] > 0 for h in hist)
+    assert read_config(tmp_path / "a")["mlm"] is True
+    back = ITMModel.from_pretrained(tmp_path / "a")
+    assert back.mlm_head is not None
+    torch.testing.assert_close(back.state_dict(), full.state_dict(), atol=0, rtol=0)
+    run(tmp_path / "b", steps=20, mlm_weight=1.0, stop_after=7)
+    resumed, _ = run(tmp_path / "b", steps=20, mlm_weight=1.0, resume=True)
+    for (k, v), v2 in zip(full.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(v, v2), k
+    with pytest.raises(ValueError, match="mlm=True"):
+        train(ITMModel(tiny_config()), PairSet(), TrainConfig(steps=2, batch_size=8, mlm_weight=1.0),
+              collate_fn=default_collate, progress=False, tokenizer=StubTokenizer())
 
 
 class NaNAfter(ITMModel):
