@@ -609,7 +609,7 @@ def demo(argv=None) -> dict:
     if a.checkpoint is not None: checkpoint_dir(a.checkpoint)          # a missing checkpoint fails now, not after the data
     torch.set_num_threads(a.threads)
     out = Path(a.out); out.mkdir(parents=True, exist_ok=True); t0 = time.time(); seconds = {}
-    def lap(name): seconds[name] = max(round(time.time() - t0 - sum(seconds.values()), 1), 0.0); _say(f"      ({seconds[name]:.0f} s)")
+    def lap(name): seconds[name] = round(max(time.time() - t0 - sum(seconds.values()), 0.0), 1); _say(f"      ({seconds[name]:.0f} s)")
     _say(f"simplelxmert {simplelxmert.__version__} demo: every output goes to {out.resolve()}")
 
     _say(f"\n[1/4] data: {a.n_images} ShapesWorld images, captions, tokenizer, toy region features -> {out/'data'}")
