@@ -8,11 +8,12 @@ from __future__ import annotations
 # %% auto #0
 __all__ = ['MODEL_INPUTS', 'CONFIG_NAME', 'WEIGHTS_NAME', 'STATE_NAME', 'HISTORY_NAME', 'RANDOM_NEG_EPOCHS', 'default_device',
            'seed_everything', 'get_rng_state', 'set_rng_state', 'ITMModel', 'roc_auc', 'itm_loss', 'MLMTransform',
-           'MLMHead', 'mask_tokens', 'param_groups', 'make_optimizer', 'warmup_linear', 'make_scheduler',
-           'trim_padding', 'model_inputs', 'predict_logits', 'itm_metrics', 'evaluate', 'write_json', 'read_config',
-           'export_checkpoint', 'TrainConfig', 'NonFiniteLossError', 'dist_info', 'save_training_state',
-           'load_training_state', 'train', 'plot_history', 'LivePlot', 'feature_stats', 'check_store',
-           'CurriculumITMDataset', 'ITMData', 'itm_data', 'toy_itm_data', 'train_parser', 'train_cli']
+           'MLMHead', 'mask_tokens', 'sinusoid_positions', 'init_sinusoid_positions', 'param_groups', 'make_optimizer',
+           'warmup_linear', 'make_scheduler', 'trim_padding', 'model_inputs', 'predict_logits', 'itm_metrics',
+           'evaluate', 'write_json', 'read_config', 'export_checkpoint', 'TrainConfig', 'NonFiniteLossError',
+           'dist_info', 'save_training_state', 'load_training_state', 'train', 'plot_history', 'LivePlot',
+           'feature_stats', 'check_store', 'CurriculumITMDataset', 'ITMData', 'itm_data', 'toy_itm_data',
+           'train_parser', 'train_cli']
 
 # %% ../nbs/04_itm_training.ipynb #46de8397
 import argparse, dataclasses, json, math, os, random, shutil, sys, tempfile, time
@@ -152,6 +153,21 @@ def mask_tokens(input_ids, mask_id: int, special_ids, vocab_size: int, prob: flo
     out = torch.where(chosen & (r < 0.8), torch.full_like(input_ids, mask_id), input_ids)
     out = torch.where(chosen & (r >= 0.8) & (r < 0.9), random_words, out)
     return out, labels
+
+# %% ../nbs/04_itm_training.ipynb #92b4a0ce
+def sinusoid_positions(n_positions: int, dim: int) -> torch.Tensor:
+    "The Transformer's position table `[n_positions, dim]`: sin on even dimensions, cos on odd ones."
+    angle = torch.arange(n_positions)[:, None].float() / 10000 ** (torch.arange(0, dim, 2).float() / dim)   # [P, ceil(dim/2)]
+    pe = torch.zeros(n_positions, dim)
+    pe[:, 0::2], pe[:, 1::2] = angle.sin(), angle.cos()[:, :dim // 2]
+    return pe
+
+
+def init_sinusoid_positions(lxmert: LXMERT, scale: float = 0.1):
+    "Start `lxmert`'s learned position table from `scale` × sinusoids; row 0 (the table's padding_idx) stays 0."
+    w = lxmert.embeddings.position_embeddings.weight
+    with torch.no_grad(): w.copy_(scale * sinusoid_positions(*w.shape)); w[0] = 0
+    return lxmert
 
 # %% ../nbs/04_itm_training.ipynb #ca74b7f4
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
@@ -640,6 +656,8 @@ def train_parser() -> argparse.ArgumentParser:
     m.add_argument("--mlm-weight", type=float, default=0.0, help=
                    "weight of LXMERT's masked cross-modality LM loss, added to ITM (default 0: ITM only; adds a tied LM head)")
     m.add_argument("--mask-prob", type=float, default=0.15, help="masked LM: probability that a word is chosen (default 0.15)")
+    m.add_argument("--position-init", choices=("random", "sinusoid"), default="random",
+                   help="start of the learned position table: random (as the reference) or 0.1 x the Transformer's sinusoids")
     m.add_argument("--feature-norm", choices=("standardize", "none"), default="standardize",
                    help="standardize region features with the training set's mean/std (default)")
     t = p.add_argument_group("training")
@@ -688,6 +706,7 @@ def train_cli(argv=None):
     seed_everything(args.seed)
     norm = feature_stats(data.store, [r.image_id for r in data.train.records]) if args.feature_norm == "standardize" else None
     model = ITMModel(_model_config(args, data.tokenizer, data.store), head=args.head, feature_norm=norm, mlm=args.mlm_weight > 0)
+    if args.position_init == "sinusoid": init_sinusoid_positions(model.lxmert)
     cfg = TrainConfig(lr=args.lr, batch_size=args.batch_size, steps=args.steps, warmup=args.warmup,
                       weight_decay=args.weight_decay, clip=args.clip, seed=args.seed, eval_every=args.eval_every,
                       save_every=args.save_every, num_workers=args.num_workers or 0, amp=not args.no_amp,
