@@ -26,7 +26,7 @@ import simplelxmert
 from .features import RegionFeatures, FeatureStore, load_image, make_extractor, load_scenes
 from .dataset import (encode_captions, collate_itm, load_tokenizer, image_id, parse_caption, find_object,
                                   make_toy_data, make_eval_pairs, ITMPairDataset, ObjectRef, SHAPE_WORDS)
-from .training import ITMModel, default_device, write_json
+from .training import ITMModel, default_device, read_config, train_cli, train_parser, write_json
 
 # %% ../nbs/05_inference.ipynb #a484366d
 TOY_CHECKPOINT = Path(simplelxmert.__file__).parent/"assets"/"toy_itm"
@@ -84,11 +84,11 @@ class Predictor:
     def from_pretrained(cls, ckpt="toy", device=None) -> Predictor:
         "Load a checkpoint folder (or `'toy'`, the shipped one); clear errors for missing files and mismatched weights."
         path = checkpoint_dir(ckpt)
-        config = json.loads((path/"config.json").read_text())
         try: model = ITMModel.from_pretrained(path)
         except (RuntimeError, ValueError, KeyError, TypeError) as e:      # weights that do not fit config.json, or a bad config
             raise ValueError(f"{path}: model.safetensors and config.json do not match (a file from another run, or an edited "
                              f"config): {_mismatch_summary(e)}. Use the config.json saved with these weights.") from e
+        config = model.checkpoint_config                                  # config.json, as from_pretrained read it
         meta = _feature_meta(config)
         extractor = make_extractor(meta, device="cpu") if meta else None
         dim = model.lxmert.config.visual_feat_dim
@@ -545,13 +545,12 @@ FALLBACK_RECIPE = {"batch_size": 128, "lr": 5e-4, "init_range": 0.05, "dropout":
 
 def recipe_of(ckpt="toy") -> dict:
     "The training recipe recorded in checkpoint `ckpt` by `simplelxmert_train`: its `train_args` less `NOT_RECIPE`."
-    args = json.loads((checkpoint_dir(ckpt)/"config.json").read_text()).get("train_args", {})
+    args = read_config(checkpoint_dir(ckpt)).get("train_args", {})
     return {k: v for k, v in args.items() if k not in NOT_RECIPE and v is not None}
 
 def recipe_argv(recipe: dict, strict: bool = True) -> list:
     """`simplelxmert_train` flags for `recipe`: `{'batch_size': 128}` → `['--batch-size', '128']` (on/off flags alone).
     Settings it has no flag for are an error, or left out when not `strict`."""
-    from simplelxmert.training import train_parser
     actions = {a.dest: a for a in train_parser()._actions if a.option_strings}
     unknown = sorted(set(recipe) - set(actions))
     if unknown and strict: raise ValueError(f"simplelxmert_train has no flags for {unknown}: the recipe comes from another version")
@@ -591,9 +590,8 @@ def _train_stage(a, out: Path) -> dict:
              f"{before['minutes']:.1f} min); delete that folder to train again")
         return {**before, "trained_now": False}
     recipe = recipe_of("toy") if (TOY_CHECKPOINT/"config.json").exists() else FALLBACK_RECIPE
-    from simplelxmert.training import train_cli, train_parser
-    argv, unknown = recipe_argv(recipe, strict=False), sorted(set(recipe) - {x.dest for x in train_parser()._actions})
-    if unknown: _say(f"      note: this simplelxmert_train has no flags for {unknown} of the recipe: left out")
+    try: argv = recipe_argv(recipe)
+    except ValueError as e: _say(f"      note: {e}; left out"); argv = recipe_argv(recipe, strict=False)
     _say(f"      recipe of the shipped checkpoint (chapter 04): {' '.join(argv)}")
     if before: _say(f"      resuming the run saved at step {before['step']} ({before['minutes']:.1f} of {a.minutes:g} min spent)")
     train_cli(["--data", "toy", "--data-dir", str(out/"data"), "--n-images", str(a.n_images), "--data-seed", str(a.seed),
@@ -632,7 +630,7 @@ def demo(argv=None) -> dict:
          f"and Recall@1/5/10 over every pair of {len(retrieval_images)} images x {n_ret} captions")
     models = [("this run's model" if a.checkpoint is None else f"checkpoint {ckpt}", ckpt)]
     if a.checkpoint is None and (TOY_CHECKPOINT/"model.safetensors").exists():
-        shipped = json.loads((TOY_CHECKPOINT/"config.json").read_text()).get("train_args", {})
+        shipped = read_config(TOY_CHECKPOINT).get("train_args", {})
         if shipped.get("data") == "toy" and shipped.get("data_seed") == a.seed and shipped.get("n_images") != a.n_images:
             _say(f"      (the shipped checkpoint is left out: it was trained on this world, seed {a.seed}, split over "
                  f"{shipped['n_images']} images, so this split's test images may be its training images; use "

@@ -139,9 +139,9 @@ def mlm_loss(self: ITMModel, language_output, labels):
     return F.cross_entropy(scores.float(), labels[chosen])
 
 # %% ../nbs/04_itm_training.ipynb #db2b0509
-def mask_tokens(input_ids, mask_id: int, special_ids, vocab_size: int, prob: float = 0.15):
+def mask_tokens(input_ids, mask_id: int, special_ids, vocab_size: int, prob=0.15):
     """BERT's masking with the global torch generator: each word that is not a special token is chosen with
-    probability `prob`; a chosen word becomes `mask_id` (80 %), a random non-special word (10 %) or stays (10 %).
+    probability `prob` (a number, or one per position `[B,T]`); a chosen word becomes `mask_id` (80 %), a random non-special word (10 %) or stays (10 %).
     Returns (new input ids, labels: the original word where chosen, -100 elsewhere)."""
     special = torch.as_tensor(sorted(set(special_ids)), device=input_ids.device)
     chosen = ~torch.isin(input_ids, special) & (torch.rand(input_ids.shape, device=input_ids.device) < prob)
