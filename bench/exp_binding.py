@@ -12,6 +12,13 @@ own copies of them: the same computation, another random stream for the masks.)
 
     python bench/exp_binding.py --tag M2 --mlm 1 --sin-pos 0.1 --steps 2000 --minutes 13
     python bench/exp_binding.py --tag W2 --fixed-wording --data /tmp/toyfixed --mlm 1 --sin-pos 0.1 --steps 2000
+
+The fourth round (relations) added `--box-bias` (start the box projection's bias away from 0: with a zero bias,
+LayerNorm(W_P p) sees only the direction of the box vector p), `--kinds` (training negatives of the given kinds only)
+and `--relation-prob` (mask the relation words more often):
+
+    python bench/exp_binding.py --tag B0.3 --mlm 1 --sin-pos 0.1 --lr 1e-3 --steps 1500 --box-bias 0.3
+    python bench/exp_binding.py --tag H1 --mlm 1 --sin-pos 0.1 --lr 1e-3 --steps 1500 --kinds swap_relation
 """
 import argparse, json, time
 import numpy as np, torch, torch.nn as nn
@@ -28,12 +35,17 @@ p.add_argument("--data", default="/tmp/exp_binding_toy", help="toy data folder (
 p.add_argument("--steps", type=int, default=1000); p.add_argument("--batch-size", type=int, default=128)
 p.add_argument("--lr", type=float, default=5e-4); p.add_argument("--hidden", type=int, default=128)
 p.add_argument("--init", type=float, default=0.1)
+p.add_argument("--layers", default="2,2,2", help="language, object and cross-modality layers")
 p.add_argument("--hard", type=float, default=0.5, help="share of negatives that are compositional after the curriculum")
 p.add_argument("--random-neg-epochs", type=int, default=3)
 p.add_argument("--mlm", type=float, default=0.0, help="weight of the masked-LM loss (0: ITM only)")
 p.add_argument("--mask-prob", type=float, default=0.15)
 p.add_argument("--content-prob", type=float, default=None, help="mask probability of colour/shape/size/relation words")
+p.add_argument("--relation-prob", type=float, default=None, help="mask probability of the relation words (after --content-prob)")
 p.add_argument("--sin-pos", type=float, default=0.0, help="start the position table from sinusoids times this")
+p.add_argument("--box-bias", type=float, default=0.0, help="start the box projection's bias from N(0, this) instead of 0")
+p.add_argument("--kinds", default=None, help="comma-separated compositional kinds the training negatives are drawn from (default: all)")
+p.add_argument("--absolute", type=int, default=0, help="add this many captions per training image that place one object in the image (left/right/above/below)")
 p.add_argument("--fixed-wording", action="store_true", help="one template, no synonyms (regenerates nothing: use a new --data)")
 p.add_argument("--threads", type=int, default=1); p.add_argument("--minutes", type=float, default=10)
 p.add_argument("--eval-every", type=int, default=100); p.add_argument("--tag", default="run")
@@ -43,17 +55,48 @@ if a.fixed_wording:   # captions, rewordings and evaluation pairs all go through
     D.RELATION_WORDS = {r: (r,) for r in D.RELATION_WORDS}
     D.SHAPE_WORDS = {s: (s,) for s in D.SHAPE_WORDS}
 torch.set_num_threads(a.threads)
-data = toy_itm_data(a.data, 2000, 0, hard_neg_prob=a.hard, seed=0, random_neg_epochs=a.random_neg_epochs, max_val_pairs=1000)
+def absolute_captions(td, per_image, seed=0):
+    "Captions such as 'the red circle is on the left.' for objects clearly off the image's centre (training only)."
+    import random
+    rng, scenes, out = random.Random(seed), {s.image_id: s for s in td.scenes()}, []
+    for img in sorted({r.image for r in td.records("train")}):
+        sc = scenes[D.image_id(img)]
+        facts = []
+        for o in sc.objects:
+            cx, cy = (o.box[0] + o.box[2]) / 2 / sc.width, (o.box[1] + o.box[3]) / 2 / sc.height
+            ref = D.ObjectRef(o.color, o.shape, o.size if rng.random() < 0.3 else None)
+            if abs(cx - 0.5) > 0.1: facts.append((ref, "on the left" if cx < 0.5 else "on the right"))
+            if abs(cy - 0.5) > 0.1: facts.append((ref, "above" if cy < 0.5 else "below"))
+        for ref, where in rng.sample(facts, min(per_image, len(facts))):
+            out.append(D.CaptionRecord(img, f"{D._noun_phrase(ref, rng, definite=True).capitalize()} is {where}.", -1, "train"))
+    return out
+if a.absolute:
+    from simplelxmert.training import make_toy_data, itm_data
+    td = make_toy_data(a.data, 2000, 0)
+    extra = absolute_captions(td, a.absolute)
+    print(len(extra), "absolute captions, e.g.", extra[0].caption, "|", extra[1].caption)
+    data = itm_data(td.records("train") + extra, td.records("val"), td.store(), td.tokenizer(), scenes=td.scenes(),
+                    hard_neg_prob=a.hard, seed=0, random_neg_epochs=a.random_neg_epochs, max_val_pairs=1000)
+else: data = toy_itm_data(a.data, 2000, 0, hard_neg_prob=a.hard, seed=0, random_neg_epochs=a.random_neg_epochs, max_val_pairs=1000)
 tok = data.tokenizer
+if a.kinds:   # training negatives of these kinds only, patched in after the fixed validation pairs are made
+              # (ITMDataset draws them through dataset.sample_hard_negative)
+    _kinds = set(a.kinds.split(","))
+    def _only(scene, spec, rng, keep_signature=True):
+        negs = [n for n in D.hard_negatives(scene, spec, rng, keep_signature) if n[0] in _kinds]
+        return rng.choice(negs) if negs else None
+    D.sample_hard_negative = _only
 seed_everything(0)
 norm = feature_stats(data.store, [r.image_id for r in data.train.records])
+n_l, n_r, n_x = map(int, a.layers.split(","))
 cfg = LXMERTConfig(vocab_size=len(tok), hidden_size=a.hidden, num_attention_heads=4, intermediate_size=4 * a.hidden,
-                   l_layers=2, r_layers=2, x_layers=2, visual_feat_dim=data.store.dim, hidden_dropout_prob=0.0,
+                   l_layers=n_l, r_layers=n_r, x_layers=n_x, visual_feat_dim=data.store.dim, hidden_dropout_prob=0.0,
                    attention_probs_dropout_prob=0.0, initializer_range=a.init)
 model = ITMModel(cfg, feature_norm=norm, mlm=a.mlm > 0)     # chapter 04's model, with its tied masked-LM head
 if a.mlm > 0:                                                  # as the table's runs started the head's dense layer
     nn.init.normal_(model.mlm_head.transform.dense.weight, std=a.init); nn.init.zeros_(model.mlm_head.transform.dense.bias)
 if a.sin_pos: init_sinusoid_positions(model.lxmert, a.sin_pos)
+if a.box_bias: nn.init.normal_(model.lxmert.encoder.visn_fc.box_fc.bias, std=a.box_bias)
 opt = make_optimizer(model, a.lr, 0.01); sched = make_scheduler(opt, a.steps, 0.1)
 ids = lambda words: torch.tensor(tok.convert_tokens_to_ids(list(words)))
 cats = {"colour": ids(COLORS), "shape": ids(SHAPES + ("disc",)),
@@ -77,6 +120,7 @@ while step < a.steps and not out_of_time():
         if a.mlm > 0:
             prob = torch.full(b["input_ids"].shape, a.mask_prob)           # one probability per position
             if a.content_prob is not None: prob[torch.isin(b["input_ids"], content)] = a.content_prob
+            if a.relation_prob is not None: prob[torch.isin(b["input_ids"], cats["relation"])] = a.relation_prob
             x["input_ids"], labels = mask_tokens(b["input_ids"], prob=prob, **masking)
             labels[b["label"] == 0] = -100                       # masked LM on matched pairs only, as LXMERT
             logits, mlm_loss = model(**x, mlm_labels=labels)

@@ -14,7 +14,7 @@ __all__ = ['COLORS', 'SHAPES', 'SIZES', 'RGB', 'BACKGROUND', 'SIZE_RANGE', 'IMAG
            'generate_shapes_world', 'load_scenes', 'RegionFeatures', 'FeatureStore', 'FeatureStoreWriter', 'load_image',
            'pad_regions', 'normalized_pixels', 'PixelRoIExtractor', 'find_shapes', 'frcnn_weights_file', 'build_frcnn',
            'FasterRCNNExtractor', 'show_regions', 'make_extractor', 'list_images', 'extract_features', 'extract_cli',
-           'feature_stats']
+           'feature_stats', 'linear_probe']
 
 # %% ../nbs/00_features.ipynb #a50f5ad0
 import numpy as np
@@ -549,3 +549,23 @@ def feature_stats(store: FeatureStore, max_images: int | None = None) -> tuple[n
     x = np.concatenate([r.feats[r.mask] for r in (store[i] for i in ids)]) if ids else np.zeros((0, store.dim), np.float32)
     if len(x) == 0: raise ValueError(f"the store {store.path} has no real regions to measure")
     return x.mean(0), x.std(0) + 1e-6
+
+# %% ../nbs/00_features.ipynb #a8ac728b
+import torch.nn.functional as F
+
+# %% ../nbs/00_features.ipynb #7d59bd09
+def linear_probe(x_train, y_train, x_test, y_test, l2=1e-3, steps=100) -> float:
+    "Test accuracy of multinomial logistic regression (standardized inputs, L-BFGS)."
+    threads = torch.get_num_threads(); torch.set_num_threads(1)   # tiny matrices: threads only get in each other's way
+    try: return _fit_probe(x_train, y_train, x_test, y_test, l2, steps)
+    finally: torch.set_num_threads(threads)
+
+def _fit_probe(x_train, y_train, x_test, y_test, l2, steps):
+    mu, sd = x_train.mean(0), x_train.std(0) + 1e-6
+    xtr, xte = (x_train - mu) / sd, (x_test - mu) / sd
+    lin = torch.nn.Linear(xtr.shape[1], int(y_train.max()) + 1)
+    opt = torch.optim.LBFGS(lin.parameters(), max_iter=steps, line_search_fn="strong_wolfe")
+    def closure():
+        opt.zero_grad(); loss = F.cross_entropy(lin(xtr), y_train) + l2 * lin.weight.pow(2).sum(); loss.backward(); return loss
+    opt.step(closure)
+    with torch.no_grad(): return (lin(xte).argmax(1) == y_test).float().mean().item()
