@@ -13,12 +13,18 @@ own copies of them: the same computation, another random stream for the masks.)
     python bench/exp_binding.py --tag M2 --mlm 1 --sin-pos 0.1 --steps 2000 --minutes 13
     python bench/exp_binding.py --tag W2 --fixed-wording --data /tmp/toyfixed --mlm 1 --sin-pos 0.1 --steps 2000
 
-The fourth round (relations) added `--box-bias` (start the box projection's bias away from 0: with a zero bias,
+The fourth round (relations; chapter 04's runs B0.3-F1) added `--box-bias` (start the box projection's bias away from 0: with a zero bias,
 LayerNorm(W_P p) sees only the direction of the box vector p), `--kinds` (training negatives of the given kinds only)
 and `--relation-prob` (mask the relation words more often):
 
     python bench/exp_binding.py --tag B0.3 --mlm 1 --sin-pos 0.1 --lr 1e-3 --steps 1500 --box-bias 0.3
     python bench/exp_binding.py --tag H1 --mlm 1 --sin-pos 0.1 --lr 1e-3 --steps 1500 --kinds swap_relation
+
+and `--absolute N` (N captions per training image that place one object: "The red circle is on the left."), with
+`--position-first S` (S steps on those captions alone before the rest):
+
+    python bench/exp_binding.py --tag A1 --mlm 1 --sin-pos 0.1 --lr 1e-3 --steps 1500 --absolute 2
+    python bench/exp_binding.py --tag F1 --mlm 1 --sin-pos 0.1 --lr 1e-3 --steps 1800 --absolute 4 --position-first 300 --relation-prob 0.4
 """
 import argparse, json, time
 import numpy as np, torch, torch.nn as nn
@@ -46,6 +52,7 @@ p.add_argument("--sin-pos", type=float, default=0.0, help="start the position ta
 p.add_argument("--box-bias", type=float, default=0.0, help="start the box projection's bias from N(0, this) instead of 0")
 p.add_argument("--kinds", default=None, help="comma-separated compositional kinds the training negatives are drawn from (default: all)")
 p.add_argument("--absolute", type=int, default=0, help="add this many captions per training image that place one object in the image (left/right/above/below)")
+p.add_argument("--position-first", type=int, default=0, help="train this many steps on the --absolute captions alone first")
 p.add_argument("--fixed-wording", action="store_true", help="one template, no synonyms (regenerates nothing: use a new --data)")
 p.add_argument("--threads", type=int, default=1); p.add_argument("--minutes", type=float, default=10)
 p.add_argument("--eval-every", type=int, default=100); p.add_argument("--tag", default="run")
@@ -77,6 +84,8 @@ if a.absolute:
     print(len(extra), "absolute captions, e.g.", extra[0].caption, "|", extra[1].caption)
     data = itm_data(td.records("train") + extra, td.records("val"), td.store(), td.tokenizer(), scenes=td.scenes(),
                     hard_neg_prob=a.hard, seed=0, random_neg_epochs=a.random_neg_epochs, max_val_pairs=1000)
+    if a.position_first:   # the position-only phase: one-object captions, random negatives
+        data_pos = itm_data(extra, td.records("val"), td.store(), td.tokenizer(), seed=0, max_val_pairs=10)
 else: data = toy_itm_data(a.data, 2000, 0, hard_neg_prob=a.hard, seed=0, random_neg_epochs=a.random_neg_epochs, max_val_pairs=1000)
 tok = data.tokenizer
 if a.kinds:   # training negatives of these kinds only, patched in after the fixed validation pairs are made
@@ -109,13 +118,15 @@ if a.mlm > 0: model.mlm_head.register_forward_hook(lambda m, i, o: scores.update
 comp_kinds = np.array([p.kind for p in data.val["compositional"].pairs])
 val = {k: DataLoader(v, batch_size=256, collate_fn=D.collate_itm) for k, v in data.val.items()}
 mlm_hits = {k: [0, 0] for k in cats}
-step, t0, per_epoch, history = 0, time.time(), len(data.train) // a.batch_size, []
+step, t0, history = 0, time.time(), []
 out_of_time = lambda: time.time() - t0 > 60 * a.minutes
 model.train()
 while step < a.steps and not out_of_time():
-    epoch = step // per_epoch; data.train.set_epoch(epoch)
-    order = torch.randperm(len(data.train), generator=torch.Generator().manual_seed(epoch)).tolist()
-    for batch in DataLoader(data.train, batch_size=a.batch_size, sampler=order, collate_fn=D.collate_itm, drop_last=True):
+    position_phase = step < a.position_first
+    ds, start = (data_pos.train, 0) if position_phase else (data.train, a.position_first)
+    epoch = (step - start) // (len(ds) // a.batch_size); ds.set_epoch(epoch)
+    order = torch.randperm(len(ds), generator=torch.Generator().manual_seed(epoch)).tolist()
+    for batch in DataLoader(ds, batch_size=a.batch_size, sampler=order, collate_fn=D.collate_itm, drop_last=True):
         b = trim_padding(batch); x = model_inputs(b)
         if a.mlm > 0:
             prob = torch.full(b["input_ids"].shape, a.mask_prob)           # one probability per position
@@ -143,5 +154,5 @@ while step < a.steps and not out_of_time():
             model.train(); history.append(rec)
             print(a.tag, " ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in rec.items()
                                   if not k.endswith("loss")), flush=True)
-        if step >= a.steps or out_of_time(): break
+        if step >= a.steps or out_of_time() or (position_phase and step >= a.position_first): break
 json.dump(history, open(f"{a.tag}.json", "w"))
