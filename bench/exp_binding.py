@@ -13,18 +13,18 @@ own copies of them: the same computation, another random stream for the masks.)
     python bench/exp_binding.py --tag M2 --mlm 1 --sin-pos 0.1 --steps 2000 --minutes 13
     python bench/exp_binding.py --tag W2 --fixed-wording --data /tmp/toyfixed --mlm 1 --sin-pos 0.1 --steps 2000
 
-The fourth round (relations; chapter 04's runs B0.3-F1) added `--box-bias` (start the box projection's bias away from 0: with a zero bias,
+The fourth round (relations; chapter 04's fourth table) added `--box-bias` (start the box projection's bias away from 0: with a zero bias,
 LayerNorm(W_P p) sees only the direction of the box vector p), `--kinds` (training negatives of the given kinds only)
 and `--relation-prob` (mask the relation words more often):
 
-    python bench/exp_binding.py --tag B0.3 --mlm 1 --sin-pos 0.1 --lr 1e-3 --steps 1500 --box-bias 0.3
-    python bench/exp_binding.py --tag H1 --mlm 1 --sin-pos 0.1 --lr 1e-3 --steps 1500 --kinds swap_relation
+    python bench/exp_binding.py --tag bias-0.3 --mlm 1 --sin-pos 0.1 --lr 1e-3 --steps 1500 --box-bias 0.3
+    python bench/exp_binding.py --tag rel-neg --mlm 1 --sin-pos 0.1 --lr 1e-3 --steps 1500 --kinds swap_relation
 
 and `--absolute N` (N captions per training image that place one object: "The red circle is on the left."), with
 `--position-first S` (S steps on those captions alone before the rest):
 
-    python bench/exp_binding.py --tag A1 --mlm 1 --sin-pos 0.1 --lr 1e-3 --steps 1500 --absolute 2
-    python bench/exp_binding.py --tag F1 --mlm 1 --sin-pos 0.1 --lr 1e-3 --steps 1800 --absolute 4 --position-first 300 --relation-prob 0.4
+    python bench/exp_binding.py --tag one-object --mlm 1 --sin-pos 0.1 --lr 1e-3 --steps 1500 --absolute 2
+    python bench/exp_binding.py --tag position-first --mlm 1 --sin-pos 0.1 --lr 1e-3 --steps 1800 --absolute 4 --position-first 300 --relation-prob 0.4
 """
 import argparse, json, time
 import numpy as np, torch, torch.nn as nn
