@@ -162,7 +162,6 @@ opt = make_optimizer(model, a.lr, 0.01)
 own_phase = a.position_lr is not None and a.position_first > 0     # the position phase outside the main schedule
 sched = make_scheduler(opt, a.steps - (a.position_first if own_phase else 0), 0.1)
 if own_phase:
-    main_lrs = [g["lr"] for g in opt.param_groups]
     position_warmup = max(1, a.position_first // 4)            # warm up over the phase's first quarter, then constant
     for g in opt.param_groups: g["lr"] = a.position_lr / position_warmup
 ids = lambda words: torch.tensor(tok.convert_tokens_to_ids(list(words)))
@@ -215,7 +214,7 @@ while step < a.steps and not out_of_time():
         if own_phase and step < a.position_first:
             for g in opt.param_groups: g["lr"] = a.position_lr * min(1.0, (step + 1) / position_warmup)
         if own_phase and step == a.position_first:             # the main schedule starts where it would have started
-            for g, lr in zip(opt.param_groups, main_lrs): g["lr"] = lr
+            for g, lr in zip(opt.param_groups, sched.get_last_lr()): g["lr"] = lr
         if not (own_phase and step <= a.position_first): sched.step()
         if step % a.eval_every == 0 or step == a.steps or out_of_time():
             model.eval()
