@@ -7,12 +7,14 @@ from __future__ import annotations
 
 # %% auto #0
 __all__ = ['ITM_MATCH', 'ITM_MISMATCH', 'KAGGLE_HEADER', 'SPLITS', 'RELATIONS', 'OPPOSITE', 'RELATION_WORDS', 'SHAPE_WORDS',
-           'TEMPLATES', 'RELATION_MARGIN', 'NEGATIVE_KINDS', 'SPECIAL_TOKENS', 'MAX_LEN', 'TOY_K', 'CaptionRecord',
-           'image_id', 'check_image_name', 'image_path', 'read_kaggle_csv', 'read_karpathy_json', 'split_by_image',
-           'check_disjoint_splits', 'read_captions', 'ObjectRef', 'CaptionSpec', 'describe', 'parse_caption',
-           'clear_relations', 'find_object', 'caption_truth', 'caption_is_true', 'true_relations', 'scene_specs',
-           'scene_captions', 'negative_candidates', 'hard_negatives', 'sample_hard_negative', 'write_shapes_captions',
-           'train_tokenizer', 'load_tokenizer', 'encode_captions', 'ITMPair', 'make_eval_pairs', 'TextOnlyBaseline',
+           'TEMPLATES', 'RELATION_MARGIN', 'NEGATIVE_KINDS', 'POSITIONS', 'FLIPPED', 'SPECIAL_TOKENS', 'MAX_LEN',
+           'TOY_K', 'CaptionRecord', 'image_id', 'check_image_name', 'image_path', 'read_kaggle_csv',
+           'read_karpathy_json', 'split_by_image', 'check_disjoint_splits', 'read_captions', 'ObjectRef', 'CaptionSpec',
+           'describe', 'parse_caption', 'clear_relations', 'find_object', 'caption_truth', 'caption_is_true',
+           'true_relations', 'scene_specs', 'scene_captions', 'negative_candidates', 'hard_negatives',
+           'sample_hard_negative', 'PositionSpec', 'clear_positions', 'describe_position', 'parse_position_caption',
+           'position_truth', 'truth_of', 'position_specs', 'write_shapes_captions', 'train_tokenizer', 'load_tokenizer',
+           'encode_captions', 'ITMPair', 'make_eval_pairs', 'position_records', 'flip_pairs', 'TextOnlyBaseline',
            'ToyData', 'make_toy_data', 'toydata_cli', 'ITMDataset', 'ITMPairDataset', 'collate_itm']
 
 # %% ../nbs/01_dataset.ipynb #0b800bc9
@@ -313,6 +315,57 @@ def sample_hard_negative(scene: Scene, spec: CaptionSpec, rng: random.Random,
     negs = hard_negatives(scene, spec, rng, keep_signature)
     return rng.choice(negs) if negs else None
 
+# %% ../nbs/01_dataset.ipynb #7b5aa2fd
+POSITIONS = ("on the left", "on the right", "above", "below")
+FLIPPED = {"on the left": "on the right", "on the right": "on the left", "above": "below", "below": "above"}
+
+@dataclass(frozen=True)
+class PositionSpec:
+    "The meaning of a one-object caption: `obj` is `position` in the image."
+    obj: ObjectRef
+    position: str
+
+    def __post_init__(self):
+        if self.position not in POSITIONS: raise ValueError(f"position {self.position!r} not in {POSITIONS}")
+
+def clear_positions(o: ShapeObject, width: float, height: float, margin: float = RELATION_MARGIN) -> list[str]:
+    "Where `o` clearly is in the image: its centre more than `margin` of the image size off the middle."
+    cx, cy = _centre(o.box)
+    dx, dy = cx / width - 0.5, cy / height - 0.5
+    holds = {"on the left": dx < -margin, "on the right": dx > margin, "above": dy < -margin, "below": dy > margin}
+    return [p for p in POSITIONS if holds[p]]
+
+def describe_position(spec: PositionSpec, rng: random.Random) -> str:
+    "'The red circle is on the left.' (the shape's synonym drawn with `rng`)."
+    return f"{_noun_phrase(spec.obj, rng, definite=True)} is {spec.position}.".capitalize()
+
+_POSITION_RE = re.compile(_phrase_pattern("a") + rf" is (?P<pos>{'|'.join(POSITIONS)})$")
+
+def parse_position_caption(text: str) -> PositionSpec | None:
+    "The `PositionSpec` of a one-object caption (any casing, ` .` or not); None if it is not one."
+    t = re.sub(r"\s*\.$", "", re.sub(r"\s+", " ", text.lower()).strip())
+    if not (m := _POSITION_RE.match(t)): return None
+    return PositionSpec(ObjectRef(m["acolor"], _WORD_TO_SHAPE[m["ashape"]], m["asize"]), m["pos"])
+
+def position_truth(scene: Scene, spec: PositionSpec) -> bool | None:
+    "True or False when the scene clearly decides `spec`; None when the object sits within the margin of the middle."
+    o = find_object(scene, spec.obj)
+    if o is None: return False
+    where = clear_positions(o, scene.width, scene.height)
+    return True if spec.position in where else False if FLIPPED[spec.position] in where else None
+
+def truth_of(scene: Scene, spec: CaptionSpec | PositionSpec) -> bool | None:
+    "`caption_truth` for a relation caption, `position_truth` for a one-object caption."
+    return position_truth(scene, spec) if isinstance(spec, PositionSpec) else caption_truth(scene, spec)
+
+def position_specs(scene: Scene, rng: random.Random, n: int = 4, size_prob: float = 0.3) -> list[PositionSpec]:
+    "Up to `n` distinct true one-object statements about `scene` (fewer if its objects sit near the middle)."
+    facts = []
+    for o in scene.objects:
+        ref = ObjectRef(o.color, o.shape, o.size if rng.random() < size_prob else None)
+        facts += [PositionSpec(ref, p) for p in clear_positions(o, scene.width, scene.height)]
+    return rng.sample(facts, min(n, len(facts)))
+
 # %% ../nbs/01_dataset.ipynb #73355c22
 def _kaggle_text(caption: str) -> str: return re.sub(r"\s*\.$", " .", caption.strip())
 def _tokens(caption: str) -> list[str]: return re.findall(r"[a-z0-9]+", caption.lower())
@@ -402,7 +455,7 @@ class ITMPair:
     image: str
     caption: str
     label: int
-    kind: str = "positive"   # positive | random | swap_attribute | swap_relation | replace_attribute
+    kind: str = "positive"   # positive | random | swap_attribute | swap_relation | replace_attribute | flip_position
 
 def _scene_index(scenes) -> dict[str, Scene]: return {image_id(s.file): s for s in (scenes or [])}
 
@@ -435,6 +488,28 @@ def make_eval_pairs(records, scenes=None, kind: str = "random", seed: int = 0, k
         pairs += [ITMPair(r.image, r.caption, ITM_MATCH), neg]
     if not pairs: raise ValueError(f"no {kind} pairs could be made from {len(records)} records (ShapesWorld captions and scenes?)")
     if skipped: warnings.warn(f"make_eval_pairs: {skipped} of {len(records)} records had no {kind} negative and were left out")
+    return pairs
+
+# %% ../nbs/01_dataset.ipynb #d30713da
+def position_records(records, scenes, per_image: int = 4, seed: int = 0, size_prob: float = 0.3) -> list[CaptionRecord]:
+    "`per_image` one-object captions for every image of `records` with a scene, each in its image's split."
+    rng, scene_of, split_of, out = random.Random(seed), _scene_index(scenes), {r.image: r.split for r in records}, []
+    if not scene_of: raise ValueError("one-object captions need the ShapesWorld `scenes`")
+    for img in sorted(split_of):
+        if (scene := scene_of.get(image_id(img))) is None: continue
+        specs = position_specs(scene, rng, per_image, size_prob)
+        out += [CaptionRecord(img, describe_position(s, rng), -1 - k, split_of[img]) for k, s in enumerate(specs)]
+    return out
+
+def flip_pairs(records) -> list[ITMPair]:
+    "Each one-object caption as a match, then its flipped twin ('on the left' → 'on the right') as a mismatch."
+    pairs = []
+    for i, r in enumerate(records):
+        spec = parse_position_caption(r.caption)
+        if spec is None: raise ValueError(f"record {i} ({r.image}): {r.caption!r} is not a one-object caption "
+                                          f"('The red circle is on the left.'); make them with position_records")
+        flipped = re.sub(rf"{spec.position}(\s*\.?\s*)$", FLIPPED[spec.position] + r"\1", r.caption, flags=re.I)
+        pairs += [ITMPair(r.image, r.caption, ITM_MATCH), ITMPair(r.image, flipped, ITM_MISMATCH, "flip_position")]
     return pairs
 
 # %% ../nbs/01_dataset.ipynb #61b80247
@@ -593,6 +668,8 @@ class ITMDataset(_StoreItems, Dataset):
         if hard_neg_prob > 0 and not self.scene_of: raise ValueError("hard_neg_prob > 0 needs the ShapesWorld `scenes`")
         if self.reword and not self.scene_of: raise ValueError("reword=True needs the ShapesWorld `scenes`")
         self.specs = [parse_caption(r.caption) for r in self.records] if self.scene_of else None
+        self.statements = ([s or parse_position_caption(r.caption) for s, r in zip(self.specs, self.records)]
+                           if self.scene_of else None)              # what each caption says, relation or position
         self.set_epoch(0)
 
     def _other_image(self, img, rng):
@@ -601,9 +678,9 @@ class ITMDataset(_StoreItems, Dataset):
 
     def _false_for_scene(self, i: int, j: int) -> bool:
         "With scenes known: is caption `j` clearly false for record `i`'s image? (Two scenes can share a caption.)"
-        if not self.scene_of or self.specs[j] is None: return True
+        if not self.scene_of or self.statements[j] is None: return True
         scene = self.scene_of.get(self.records[i].image_id)
-        return scene is None or caption_truth(scene, self.specs[j]) is False
+        return scene is None or truth_of(scene, self.statements[j]) is False
 
     def set_epoch(self, epoch: int):
         "Draw this epoch's negatives from `(seed, epoch)`."

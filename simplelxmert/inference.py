@@ -12,7 +12,8 @@ __all__ = ['TOY_CHECKPOINT', 'CHECKPOINT_FILES', 'NOT_RECIPE', 'FALLBACK_RECIPE'
            'cross_projections', 'caption_batch', 'region_batch', 'encode_texts', 'encode_images', 'match_pooled',
            'pair_batches', 'cached_pair_scores', 'cached_scores', 'naive_scores', 'retrieval_banks', 'retrieval_eval',
            'mean_pool', 'DualEncoder', 'fit_dual_encoder', 'rerank', 'rerank_recall', 'pair_logits', 'itm_accuracy',
-           'predict_cli', 'recipe_of', 'recipe_argv', 'training_progress', 'demo_parser', 'demo', 'demo_cli']
+           'predict_cli', 'recipe_of', 'recipe_argv', 'scale_first_lesson', 'training_progress', 'demo_parser', 'demo',
+           'demo_cli']
 
 # %% ../nbs/05_inference.ipynb #2a185421
 import argparse, json, os, re, sys, time
@@ -558,6 +559,11 @@ def recipe_argv(recipe: dict, strict: bool = True) -> list:
     return [x for k, v in recipe.items() for x in ([actions[k].option_strings[-1]] if actions[k].nargs == 0 else
                                                     [actions[k].option_strings[-1], str(v)]) if actions[k].nargs != 0 or v]
 
+def scale_first_lesson(recipe: dict, steps: int, recipe_steps: int) -> dict:
+    "The recipe for a run of `steps` steps: its first lesson (`position_steps` of `recipe_steps`) keeps its share."
+    if not recipe.get("position_steps"): return recipe
+    return {**recipe, "position_steps": max(1, round(recipe["position_steps"] * steps / recipe_steps))}
+
 def training_progress(ckpt) -> dict | None:
     "Where the training run in folder `ckpt` stands: `{'step', 'steps', 'minutes'}` from its files; None if none is saved."
     ckpt = Path(ckpt)
@@ -589,7 +595,9 @@ def _train_stage(a, out: Path) -> dict:
         _say(f"      kept: {ckpt} already holds a finished run (step {before['step']}/{before['steps']}, "
              f"{before['minutes']:.1f} min); delete that folder to train again")
         return {**before, "trained_now": False}
-    recipe = recipe_of("toy") if (TOY_CHECKPOINT/"config.json").exists() else FALLBACK_RECIPE
+    shipped = (TOY_CHECKPOINT/"config.json").exists()
+    recipe = recipe_of("toy") if shipped else FALLBACK_RECIPE
+    if shipped: recipe = scale_first_lesson(recipe, a.steps, read_config(TOY_CHECKPOINT)["train_args"]["steps"])
     try: argv = recipe_argv(recipe)
     except ValueError as e: _say(f"      note: {e}; left out"); argv = recipe_argv(recipe, strict=False)
     _say(f"      recipe of the shipped checkpoint (chapter 04): {' '.join(argv)}")

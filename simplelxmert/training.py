@@ -10,10 +10,10 @@ __all__ = ['MODEL_INPUTS', 'CONFIG_NAME', 'WEIGHTS_NAME', 'STATE_NAME', 'HISTORY
            'seed_everything', 'get_rng_state', 'set_rng_state', 'ITMModel', 'roc_auc', 'itm_loss', 'MLMTransform',
            'MLMHead', 'mask_tokens', 'sinusoid_positions', 'init_sinusoid_positions', 'param_groups', 'make_optimizer',
            'warmup_linear', 'make_scheduler', 'trim_padding', 'model_inputs', 'predict_logits', 'itm_metrics',
-           'evaluate', 'write_json', 'read_config', 'export_checkpoint', 'TrainConfig', 'NonFiniteLossError',
-           'dist_info', 'save_training_state', 'load_training_state', 'train', 'plot_history', 'LivePlot',
-           'feature_stats', 'check_store', 'CurriculumITMDataset', 'ITMData', 'itm_data', 'toy_itm_data',
-           'train_parser', 'train_cli']
+           'evaluate', 'write_json', 'read_config', 'export_checkpoint', 'TrainConfig', 'lr_multiplier',
+           'make_train_scheduler', 'NonFiniteLossError', 'dist_info', 'save_training_state', 'load_training_state',
+           'train', 'plot_history', 'LivePlot', 'feature_stats', 'check_store', 'CurriculumITMDataset',
+           'MixedITMDataset', 'ITMData', 'itm_data', 'toy_itm_data', 'train_parser', 'train_cli']
 
 # %% ../nbs/04_itm_training.ipynb #46de8397
 import argparse, dataclasses, json, math, os, random, shutil, sys, tempfile, time
@@ -33,8 +33,9 @@ from fastcore.basics import patch
 
 from .encoders import LXMERT, LXMERTConfig
 from .features import FeatureStore, atomic_write
-from .dataset import (ITM_MATCH, ITMDataset, ITMPairDataset, collate_itm, load_tokenizer, make_eval_pairs, make_toy_data,
-                                  read_kaggle_csv, read_karpathy_json, split_by_image)
+from .dataset import (ITM_MATCH, ITMDataset, ITMPair, ITMPairDataset, collate_itm, flip_pairs, load_tokenizer,
+                                  make_eval_pairs, make_toy_data, position_records, read_kaggle_csv, read_karpathy_json,
+                                  split_by_image)
 
 # %% ../nbs/04_itm_training.ipynb #bd9840ef
 def default_device() -> torch.device:
@@ -340,6 +341,22 @@ class TrainConfig:
     device: str | None = None
     mlm_weight: float = 0.0      # λ of the masked cross-modality LM loss (0: ITM only; > 0 needs ITMModel(mlm=True))
     mask_prob: float = 0.15      # probability that a word is chosen for the masked LM
+    position_steps: int = 0      # a first lesson of this many steps on `position_ds` (part of `steps`; 0: none)
+    position_lr: float = 3e-4    # its learning rate: warmed up over its first `position_warmup` share, then constant
+    position_warmup: float = 0.25
+
+# %% ../nbs/04_itm_training.ipynb #a41c807a
+def lr_multiplier(step: int, cfg: TrainConfig) -> float:
+    """Learning rate at `step` as a multiple of `cfg.lr`: `position_lr` (warmed up, then constant) for the first
+    `cfg.position_steps` steps, then `warmup_linear` over the remaining ones (over all steps without a first phase)."""
+    p = cfg.position_steps
+    if step < p: return cfg.position_lr / cfg.lr * min(1.0, (step + 1) / max(1, round(cfg.position_warmup * p)))
+    return warmup_linear(step - p, cfg.steps - p, cfg.warmup)
+
+
+def make_train_scheduler(optimizer, cfg: TrainConfig):
+    "The schedule of `train`: one `LambdaLR` over both phases."
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_multiplier(s, cfg))
 
 # %% ../nbs/04_itm_training.ipynb #eba4ed3c
 class NonFiniteLossError(FloatingPointError):
@@ -379,9 +396,10 @@ def load_training_state(out_dir, model, optimizer, scheduler, scaler) -> dict:
 # %% ../nbs/04_itm_training.ipynb #b51040c3
 def train(model: ITMModel, train_ds, cfg: TrainConfig, val_sets: dict | None = None, collate_fn=None, out_dir=None,
           tokenizer=None, extra: dict | None = None, resume: bool = False, stop_after: int | None = None,
-          progress: bool = True, on_eval=None) -> list[dict]:
-    """Train `model` on ITM pairs of `train_ds` for `cfg.steps` optimizer steps; validate on each dataset of
-    `val_sets` every `cfg.eval_every` steps; checkpoint to `out_dir`. Runs under torchrun too (DDP).
+          progress: bool = True, on_eval=None, position_ds=None) -> list[dict]:
+    """Train `model` on ITM pairs of `train_ds` for `cfg.steps` optimizer steps (the first `cfg.position_steps` of
+    them on `position_ds`, without the masked LM); validate on each dataset of `val_sets` every `cfg.eval_every`
+    steps; checkpoint to `out_dir`. Runs under torchrun too (DDP).
     `stop_after` simulates an interruption (checkpoint, then return). Returns the history (list of dicts)."""
     rank, world = dist_info()
     device = torch.device(cfg.device) if cfg.device else default_device()
@@ -391,7 +409,11 @@ def train(model: ITMModel, train_ds, cfg: TrainConfig, val_sets: dict | None = N
     amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
     optimizer = make_optimizer(model, cfg.lr, cfg.weight_decay)
-    scheduler = make_scheduler(optimizer, cfg.steps, cfg.warmup)
+    scheduler = make_train_scheduler(optimizer, cfg)
+    first = cfg.position_steps
+    if first and (position_ds is None or not 0 < first < cfg.steps):
+        raise ValueError(f"position_steps={first} needs position_ds (ITMData.position: make the data with "
+                         f"position_captions > 0) and must lie between 0 and steps={cfg.steps}")
     mlm = cfg.mlm_weight > 0
     if mlm and (model.mlm_head is None or tokenizer is None):
         raise ValueError("mlm_weight > 0 needs ITMModel(..., mlm=True) and the tokenizer (for [MASK] and the special tokens)")
@@ -401,6 +423,13 @@ def train(model: ITMModel, train_ds, cfg: TrainConfig, val_sets: dict | None = N
     steps_per_epoch = len(sampler) // cfg.batch_size
     if steps_per_epoch == 0:
         raise ValueError(f"{len(train_ds)} training pairs give no full batch of {cfg.batch_size} x {world} processes")
+    if first:
+        first_sampler = DistributedSampler(position_ds, num_replicas=world, rank=rank, shuffle=True, seed=cfg.seed, drop_last=True)
+        if len(first_sampler) < cfg.batch_size:
+            raise ValueError(f"{len(position_ds)} position pairs give no full batch of {cfg.batch_size} x {world} processes")
+    def phase(step):   # (dataset, sampler, step within the phase, steps per epoch) of the phase that `step` is in
+        if step < first: return position_ds, first_sampler, step, len(first_sampler) // cfg.batch_size
+        return train_ds, sampler, step - first, steps_per_epoch
     step, history, elapsed = 0, [], 0.0
     if resume and out_dir is not None and (Path(out_dir) / STATE_NAME).exists():
         st = load_training_state(out_dir, model, optimizer, scheduler, scaler)
@@ -428,7 +457,7 @@ def train(model: ITMModel, train_ds, cfg: TrainConfig, val_sets: dict | None = N
 
     def validate():
         nonlocal run_loss, run_correct, run_mlm, run_n
-        rec = dict(step=step, epoch=step / steps_per_epoch, lr=scheduler.get_last_lr()[0],
+        rec = dict(step=step, epoch=max(step - first, 0) / steps_per_epoch, lr=scheduler.get_last_lr()[0],
                    train_loss=run_loss / max(run_n, 1), train_acc=run_correct / max(run_n, 1))
         if mlm: rec["train_mlm_loss"] = run_mlm / max(run_n, 1)
         rng = get_rng_state()  # validation must not change what training draws next (exact resume)
@@ -442,22 +471,24 @@ def train(model: ITMModel, train_ds, cfg: TrainConfig, val_sets: dict | None = N
     model.train()
     stopped = None
     while step < cfg.steps and stopped is None:
-        epoch, start = divmod(step, steps_per_epoch)
-        sampler.set_epoch(epoch)
-        if hasattr(train_ds, "set_epoch"): train_ds.set_epoch(epoch)
-        idx = list(sampler)[start * cfg.batch_size:]  # resume mid-epoch: skip the batches already seen
-        loader = DataLoader(train_ds, batch_size=cfg.batch_size, sampler=idx, collate_fn=collate_fn, drop_last=True,
+        ds, smp, phase_step, per_epoch = phase(step)
+        epoch, start = divmod(phase_step, per_epoch)
+        smp.set_epoch(epoch)
+        if hasattr(ds, "set_epoch"): ds.set_epoch(epoch)
+        masked = mlm and step >= first                # the first lesson runs without the masked LM
+        idx = list(smp)[start * cfg.batch_size:]  # resume mid-epoch: skip the batches already seen
+        loader = DataLoader(ds, batch_size=cfg.batch_size, sampler=idx, collate_fn=collate_fn, drop_last=True,
                             num_workers=cfg.num_workers, generator=torch.Generator().manual_seed(cfg.seed + epoch),
                             pin_memory=device.type == "cuda")
         for batch in loader:
             batch = trim_padding(batch)
-            if mlm:   # mask words of every pair; predict them only in matched pairs (LXMERT)
+            if masked:   # mask words of every pair; predict them only in matched pairs (LXMERT)
                 batch["input_ids"], labels = mask_tokens(batch["input_ids"], prob=cfg.mask_prob, **masking)
                 batch["mlm_labels"] = labels.masked_fill(batch["label"][:, None] != ITM_MATCH, -100)
             batch = _to(batch, device)
             with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
-                out = net(**model_inputs(batch), **({"mlm_labels": batch["mlm_labels"]} if mlm else {}))
-            logits, mlm_loss = out if mlm else (out, torch.zeros((), device=device))
+                out = net(**model_inputs(batch), **({"mlm_labels": batch["mlm_labels"]} if masked else {}))
+            logits, mlm_loss = out if masked else (out, torch.zeros((), device=device))
             itm = itm_loss(logits, batch["label"])
             loss = itm + cfg.mlm_weight * mlm_loss
             lsum = torch.stack([itm.detach().float(), ((logits.detach() > 0).float() == batch["label"]).float().mean(),
@@ -480,7 +511,7 @@ def train(model: ITMModel, train_ds, cfg: TrainConfig, val_sets: dict | None = N
             if stop_after is not None and step >= stop_after: stopped = "stop_after"
             if step % cfg.eval_every == 0 or step == cfg.steps or stopped: validate()
             if (step % cfg.save_every == 0 or step == cfg.steps or stopped): checkpoint()
-            if step >= cfg.steps or stopped: break
+            if step >= cfg.steps or stopped or step == first: break   # (after the first lesson: the main data)
     pbar.close()
     if stopped == "time budget" and rank == 0:
         print(f"stopped at step {step}/{cfg.steps}: --max-minutes {cfg.max_minutes} reached; resume with --resume")
@@ -563,29 +594,53 @@ class CurriculumITMDataset(ITMDataset):
         return super().set_epoch(epoch)
 
 
+class MixedITMDataset(torch.utils.data.ConcatDataset):
+    "ITM pairs drawn anew each epoch (an `ITMDataset`) followed by fixed pairs (an `ITMPairDataset`): one training set."
+    def __init__(self, itm: ITMDataset, fixed: ITMPairDataset):
+        super().__init__([itm, fixed]); self.itm, self.fixed = itm, fixed
+
+    records = property(lambda self: self.itm.records)
+    def set_epoch(self, epoch: int): self.itm.set_epoch(epoch); return self
+    def pair(self, i: int) -> ITMPair:
+        return self.itm.pair(i) if i < len(self.itm) else self.fixed.pairs[i - len(self.itm)]
+
+
 @dataclass
 class ITMData:
-    "What training needs: the training pairs, fixed validation pairs by kind, the tokenizer, the store and its scenes."
+    """What training needs: the training pairs, fixed validation pairs by kind, the tokenizer, the store and its
+    scenes; with one-object captions, `position`: their pairs with the flipped twins (the first lesson)."""
     train: ITMDataset
     val: dict
     tokenizer: object
     store: FeatureStore
     scenes: list | None = None
+    position: ITMPairDataset | None = None
 
 
 def itm_data(records_train, records_val, store, tokenizer, scenes=None, max_len: int = 32, hard_neg_prob: float = 0.5,
-             seed: int = 0, max_val_pairs: int | None = 1000, random_neg_epochs: int = 0) -> ITMData:
+             seed: int = 0, max_val_pairs: int | None = 1000, random_neg_epochs: int = 0,
+             position_captions: int = 0) -> ITMData:
     """Build the ITM datasets: random (+ compositional when `scenes`) validation negatives are fixed and seeded.
     Training negatives are random only for the first `random_neg_epochs` epochs (the curriculum), then a share
-    `hard_neg_prob` of them is compositional."""
+    `hard_neg_prob` of them is compositional. `position_captions` > 0 (ShapesWorld): that many one-object captions
+    per training image join the caption records, their pairs with the flipped twins join the training set and make
+    `position` (the first lesson), and a validation set `position` scores one such pair per validation image."""
     store = check_store(store, list(records_train) + list(records_val))
-    train_ds = CurriculumITMDataset(records_train, store, tokenizer, max_len=max_len, neg_prob=0.5,
+    if position_captions and not scenes: raise ValueError("position_captions > 0 needs the ShapesWorld `scenes`")
+    one_object = position_records(records_train, scenes, position_captions, seed) if position_captions else []
+    train_ds = CurriculumITMDataset(list(records_train) + one_object, store, tokenizer, max_len=max_len, neg_prob=0.5,
                                     hard_neg_prob=hard_neg_prob if scenes else 0.0, scenes=scenes, seed=seed,
                                     random_epochs=random_neg_epochs)
     kinds = ("random", "compositional") if scenes else ("random",)
     val = {k: ITMPairDataset(make_eval_pairs(records_val, scenes, k, seed)[:max_val_pairs], store, tokenizer, max_len)
            for k in kinds}
-    return ITMData(train_ds, val, tokenizer, store, scenes)
+    position = None
+    if position_captions:
+        position = ITMPairDataset(flip_pairs(one_object), store, tokenizer, max_len)
+        train_ds = MixedITMDataset(train_ds, position)      # the pairs stay in the mix after the first lesson
+        val_flips = flip_pairs(position_records(records_val, scenes, 1, seed + 1))[:max_val_pairs]
+        val["position"] = ITMPairDataset(val_flips, store, tokenizer, max_len)
+    return ITMData(train_ds, val, tokenizer, store, scenes, position)
 
 
 def toy_itm_data(data_dir, n_images: int = 2000, data_seed: int = 0, **kw) -> ITMData:
@@ -605,8 +660,13 @@ def _model_config(args, tokenizer, store) -> LXMERTConfig:
 def _load_data(args) -> ITMData:
     kw = dict(max_len=args.max_len, hard_neg_prob=args.hard_neg_prob, seed=args.seed, max_val_pairs=args.max_val_pairs,
               random_neg_epochs=args.random_neg_epochs)
+    if args.position_steps and not args.position_captions:
+        raise SystemExit("simplelxmert_train: --position-steps needs --position-captions N (the first lesson's pairs)")
     if args.data == "toy":
-        return toy_itm_data(args.data_dir, n_images=args.n_images, data_seed=args.data_seed, **kw)
+        return toy_itm_data(args.data_dir, n_images=args.n_images, data_seed=args.data_seed,
+                            position_captions=args.position_captions, **kw)
+    if args.position_captions:
+        raise SystemExit("simplelxmert_train: --position-captions needs ShapesWorld scenes (--data toy)")
     for opt in ("captions", "store"):
         if getattr(args, opt) is None: raise SystemExit(f"simplelxmert_train: --data flickr30k needs --{opt}")
     cap = Path(args.captions)
@@ -646,6 +706,9 @@ def train_parser() -> argparse.ArgumentParser:
     g.add_argument("--hard-neg-prob", type=float, default=0.5, help="toy: share of negatives that are compositional (default 0.5)")
     g.add_argument("--random-neg-epochs", type=int, default=RANDOM_NEG_EPOCHS, help=
                    f"toy: curriculum, random negatives only for the first N epochs (default {RANDOM_NEG_EPOCHS})")
+    g.add_argument("--position-captions", type=int, default=0, help=
+                   "toy: one-object captions per training image ('The red circle is on the left.'), in the training "
+                   "set with their flipped twins as negatives (default 0: none)")
     g.add_argument("--max-val-pairs", type=int, default=1000, help="validation pairs per kind (default 1000)")
     m = p.add_argument_group("model (LXMERTConfig)")
     m.add_argument("--hidden", type=int, default=128); m.add_argument("--heads", type=int, default=4)
@@ -665,6 +728,11 @@ def train_parser() -> argparse.ArgumentParser:
     t.add_argument("--steps", type=int, default=d.steps); t.add_argument("--batch-size", type=int, default=d.batch_size)
     t.add_argument("--lr", type=float, default=d.lr); t.add_argument("--warmup", type=float, default=d.warmup)
     t.add_argument("--weight-decay", type=float, default=d.weight_decay); t.add_argument("--clip", type=float, default=d.clip)
+    t.add_argument("--position-steps", type=int, default=d.position_steps, help=
+                   "a first lesson: the first N of --steps train on the one-object pairs alone, without the masked LM "
+                   "(needs --position-captions; default 0)")
+    t.add_argument("--position-lr", type=float, default=d.position_lr, help=
+                   f"the first lesson's learning rate, warmed up over its first quarter (default {d.position_lr:g})")
     t.add_argument("--seed", type=int, default=d.seed); t.add_argument("--eval-every", type=int, default=d.eval_every)
     t.add_argument("--save-every", type=int, default=d.save_every); t.add_argument("--num-workers", type=int, default=None, help="DataLoader workers (default 0)")
     t.add_argument("--no-amp", action="store_true", help="no mixed precision on CUDA")
@@ -710,7 +778,8 @@ def train_cli(argv=None):
     cfg = TrainConfig(lr=args.lr, batch_size=args.batch_size, steps=args.steps, warmup=args.warmup,
                       weight_decay=args.weight_decay, clip=args.clip, seed=args.seed, eval_every=args.eval_every,
                       save_every=args.save_every, num_workers=args.num_workers or 0, amp=not args.no_amp,
-                      max_minutes=args.max_minutes, device=args.device, mlm_weight=args.mlm_weight, mask_prob=args.mask_prob)
+                      max_minutes=args.max_minutes, device=args.device, mlm_weight=args.mlm_weight, mask_prob=args.mask_prob,
+                      position_steps=args.position_steps, position_lr=args.position_lr)
     extra = dict(feature_store_meta=data.store.meta, max_len=args.max_len, train_args=vars(args),
                  world_size=world, torch_threads=torch.get_num_threads())
     if rank == 0:
@@ -719,7 +788,8 @@ def train_cli(argv=None):
               f"{'resuming' if resuming else 'writing'} {out}")
     try:
         history = train(model, data.train, cfg, val_sets=data.val, collate_fn=collate_itm, out_dir=out,
-                        tokenizer=data.tokenizer, extra=extra, resume=resuming, progress=not args.quiet)
+                        tokenizer=data.tokenizer, extra=extra, resume=resuming, progress=not args.quiet,
+                        position_ds=data.position)
     except NonFiniteLossError as e:
         raise SystemExit(f"simplelxmert_train: {e}")
     finally:

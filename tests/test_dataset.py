@@ -255,3 +255,39 @@ def test_encode_captions_truncates_keeping_sep(tmp_path):
     assert encode_captions(tok, []) == []
     (ids,) = encode_captions(tok, ["a red circle is left of a blue square ."], max_len=4)
     assert ids.tolist() == [tok.cls_token_id] + tok.convert_tokens_to_ids(["a", "red"]) + [tok.sep_token_id]
+
+# --- one-object captions and their flipped twins ----------------------------------------------------------
+def test_position_captions_true_and_flipped_twins_false(toy):
+    from simplelxmert.dataset import FLIPPED, flip_pairs, parse_position_caption, position_records, truth_of
+    recs, scene_of = toy.records(), {s.image_id: s for s in toy.scenes()}
+    one = position_records(recs, toy.scenes(), per_image=4, seed=3)
+    per_image = Counter(r.image for r in one)
+    assert max(per_image.values()) <= 4 and len(per_image) > 0.9 * len({r.image for r in recs})
+    split_of = {r.image: r.split for r in recs}
+    assert all(r.split == split_of[r.image] for r in one)
+    assert one == position_records(recs, toy.scenes(), per_image=4, seed=3)                  # seeded
+    assert all(parse_caption(r.caption) is None for r in one)                                # never a relation caption
+    pairs = flip_pairs(one)
+    assert len(pairs) == 2 * len(one) and Counter(p.kind for p in pairs) == {"positive": len(one), "flip_position": len(one)}
+    for pos, neg in zip(pairs[0::2], pairs[1::2]):
+        spec, flipped = parse_position_caption(pos.caption), parse_position_caption(neg.caption)
+        assert truth_of(scene_of[image_id(pos.image)], spec) is True and pos.label == ITM_MATCH
+        assert truth_of(scene_of[image_id(neg.image)], flipped) is False and neg.label == 0
+        assert flipped.obj == spec.obj and flipped.position == FLIPPED[spec.position]
+        assert neg.caption.replace(FLIPPED[spec.position], spec.position) == pos.caption       # only the position changed
+    with pytest.raises(ValueError, match="record 0"): flip_pairs(recs[:1])
+    with pytest.raises(ValueError, match="scenes"): position_records(recs, None)
+
+def test_itm_dataset_random_negatives_false_with_one_object_captions(toy):
+    "A one-object caption of another image can be true of this one too: it is redrawn, as a relation caption would be."
+    from simplelxmert.dataset import parse_position_caption, position_records, truth_of
+    recs = toy.records("train")
+    recs = recs + position_records(recs, toy.scenes(), per_image=4)
+    ds = ITMDataset(recs, toy.store_path, toy.tokenizer(), neg_prob=0.5, hard_neg_prob=0.5, scenes=toy.scenes(), seed=0)
+    scene_of = {s.image_id: s for s in toy.scenes()}
+    for e in range(3):
+        ds.set_epoch(e)
+        for i in range(len(ds)):
+            p = ds.pair(i)
+            spec = parse_caption(p.caption) or parse_position_caption(p.caption)
+            assert spec is not None and truth_of(scene_of[image_id(p.image)], spec) is (p.label == ITM_MATCH), p

@@ -257,3 +257,55 @@ def test_shipped_checkpoint_keeps_its_accuracy_on_fresh_scenes(tmp_path):
     # fresh scenes: ~1,500 pairs per kind, so +-2.5 % is about two standard errors of the committed validation figure
     assert res["random_acc"] >= last["random_acc"] - 0.03, (res, last)
     assert res["compositional_acc"] >= last["compositional_acc"] - 0.04, (res, last)
+
+
+# --- the first lesson: a phase on other pairs, with its own learning rate and no masked LM ---------------------
+def test_first_lesson_schedule():
+    from simplelxmert.training import lr_multiplier, make_train_scheduler
+    cfg = TrainConfig(lr=1e-3, steps=120, warmup=0.1, position_steps=40, position_lr=2e-4, position_warmup=0.25)
+    m = torch.nn.Linear(2, 2); opt = make_optimizer(m, lr=cfg.lr); sch = make_train_scheduler(opt, cfg)
+    seen = []
+    for _ in range(cfg.steps): seen.append(opt.param_groups[0]["lr"]); opt.step(); sch.step()
+    np.testing.assert_allclose(seen[:10], [2e-4 * (s + 1) / 10 for s in range(10)])        # warmed up over 10 steps
+    np.testing.assert_allclose(seen[10:40], 2e-4)                                           # then constant
+    np.testing.assert_allclose(seen[40:], [1e-3 * warmup_linear(s, 80, 0.1) for s in range(80)])   # a fresh schedule
+    plain = TrainConfig(lr=1e-3, steps=120)
+    assert [lr_multiplier(s, plain) for s in range(120)] == [warmup_linear(s, 120, 0.1) for s in range(120)]
+
+
+def test_first_lesson_trains_without_mlm_and_resumes_exactly(tmp_path):
+    "8 steps on other pairs without the masked LM, then the main data with it; stopped before, at and after the switch."
+    def run_first(out, **more):
+        torch.manual_seed(0)
+        model = ITMModel(tiny_config(), mlm=True)
+        cfg = TrainConfig(steps=20, batch_size=8, eval_every=4, save_every=4, lr=3e-3, seed=1, mlm_weight=1.0,
+                          position_steps=8, position_lr=1e-3)
+        hist = train(model, PairSet(), cfg, val_sets={"random": PairSet(16, seed=9)}, collate_fn=default_collate,
+                     out_dir=out, progress=False, tokenizer=StubTokenizer(), position_ds=PairSet(48, seed=5), **more)
+        return model, hist
+    full, hist = run_first(tmp_path / "a")
+    assert [h["train_mlm_loss"] == 0 for h in hist] == [True, True, False, False, False]       # no masked LM in the lesson
+    assert [round(h["epoch"], 3) for h in hist][:3] == [0, 0, 0.5]                              # epochs of the main data
+    for stop in (5, 8, 11):
+        run_first(tmp_path / f"s{stop}", stop_after=stop)
+        resumed, _ = run_first(tmp_path / f"s{stop}", resume=True)
+        for (k, v), v2 in zip(full.state_dict().items(), resumed.state_dict().values()):
+            assert torch.equal(v, v2), (stop, k)
+    with pytest.raises(ValueError, match="position_ds"):
+        train(ITMModel(tiny_config()), PairSet(), TrainConfig(steps=4, batch_size=8, position_steps=2),
+              collate_fn=default_collate, progress=False)
+
+
+def test_itm_data_with_one_object_captions(tmp_path):
+    from simplelxmert.training import MixedITMDataset, toy_itm_data, train_cli
+    data = toy_itm_data(tmp_path / "toy", n_images=40, data_seed=0, max_val_pairs=50, position_captions=2)
+    assert isinstance(data.train, MixedITMDataset) and set(data.val) == {"random", "compositional", "position"}
+    n_itm = len(data.train.itm)
+    assert len(data.train) == n_itm + len(data.position) and len(data.position) % 2 == 0
+    assert sum(r.number < 0 for r in data.train.records) == len(data.position) // 2     # the captions are records too
+    data.train.set_epoch(1)
+    assert data.train.pair(n_itm).kind == "positive" and data.train.pair(n_itm + 1).kind == "flip_position"
+    assert {p.kind for p in data.val["position"].pairs} == {"positive", "flip_position"}
+    with pytest.raises(SystemExit, match="--position-captions"):
+        train_cli(["--data", "toy", "--data-dir", str(tmp_path / "toy"), "--n-images", "40", "--out", str(tmp_path / "o"),
+                   "--position-steps", "10"])
