@@ -39,7 +39,9 @@ real boxes of every pair zeroed, their standardized features regressed from the 
 and `--flip` (the one-object captions of `--absolute` paired with their flipped twins, "... is on the right.", as
 negatives, in the `--position-first` phase; validation on such pairs of the validation images, `flip_acc`),
 `--position-lr` (that phase at its own learning rate, warmed up over its first quarter, without the masked LM; the
-main schedule runs over the remaining steps) and `--flip-mix` (the pairs stay in the training set afterwards):
+main schedule runs over the remaining steps) and `--flip-mix` (the pairs stay in the training set afterwards; this
+is the shipped recipe's first lesson, now `simplelxmert_train --position-captions 4 --position-steps 400 --position-lr 3e-4`,
+with the same training captions: the one-object captions are made by chapter 01's `position_records` here too):
 
     python bench/exp_binding.py --tag flip-only --mlm 1 --sin-pos 0.1 --lr 1e-3 --steps 1500 --absolute 4 --flip --position-first 1500
     python bench/exp_binding.py --tag flip-no-mlm-lr3e-4 --sin-pos 0.1 --lr 3e-4 --steps 1500 --absolute 4 --flip --position-first 1500
@@ -88,24 +90,10 @@ if a.fixed_wording:   # captions, rewordings and evaluation pairs all go through
     D.RELATION_WORDS = {r: (r,) for r in D.RELATION_WORDS}
     D.SHAPE_WORDS = {s: (s,) for s in D.SHAPE_WORDS}
 torch.set_num_threads(a.threads)
-FLIP = {"on the left": "on the right", "on the right": "on the left", "above": "below", "below": "above"}
 def absolute_captions(td, per_image, seed=0, split="train", flipped=False):
-    "Captions such as 'the red circle is on the left.' for objects clearly off the image's centre (with `flipped`: (true, false) pairs)."
-    import random
-    rng, scenes, out = random.Random(seed), {s.image_id: s for s in td.scenes()}, []
-    for img in sorted({r.image for r in td.records(split)}):
-        sc = scenes[D.image_id(img)]
-        facts = []
-        for o in sc.objects:
-            cx, cy = (o.box[0] + o.box[2]) / 2 / sc.width, (o.box[1] + o.box[3]) / 2 / sc.height
-            ref = D.ObjectRef(o.color, o.shape, o.size if rng.random() < 0.3 else None)
-            if abs(cx - 0.5) > 0.1: facts.append((ref, "on the left" if cx < 0.5 else "on the right"))
-            if abs(cy - 0.5) > 0.1: facts.append((ref, "above" if cy < 0.5 else "below"))
-        for ref, where in rng.sample(facts, min(per_image, len(facts))):
-            noun = D._noun_phrase(ref, rng, definite=True).capitalize()
-            if flipped: out += [D.ITMPair(img, f"{noun} is {where}.", 1, "positive"), D.ITMPair(img, f"{noun} is {FLIP[where]}.", 0, "flip")]
-            else: out.append(D.CaptionRecord(img, f"{noun} is {where}.", -1, split))
-    return out
+    "Captions such as 'The red circle is on the left.' (chapter 01's `position_records`; with `flipped`: `flip_pairs`)."
+    records = D.position_records(td.records(split), td.scenes(), per_image, seed)
+    return D.flip_pairs(records) if flipped else records
 if a.absolute:
     from simplelxmert.training import make_toy_data, itm_data
     td = make_toy_data(a.data, 2000, 0)

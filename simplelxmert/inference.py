@@ -6,13 +6,13 @@
 from __future__ import annotations
 
 # %% auto #0
-__all__ = ['TOY_CHECKPOINT', 'CHECKPOINT_FILES', 'NOT_RECIPE', 'FALLBACK_RECIPE', 'checkpoint_dir', 'read_image', 'boxes_next_to',
-           'sigmoid', 'Predictor', 'show_scores', 'AttentionMaps', 'box_heat', 'show_box_attention',
+__all__ = ['TOY_CHECKPOINT', 'CHECKPOINT_FILES', 'NOT_RECIPE', 'FALLBACK_RECIPE', 'FIRST_LESSON', 'checkpoint_dir', 'read_image',
+           'boxes_next_to', 'sigmoid', 'Predictor', 'show_scores', 'AttentionMaps', 'box_heat', 'show_box_attention',
            'show_word_attention', 'show_matrix', 'box_names', 'grounding', 'recall_at_k', 'TextBank', 'VisionBank',
            'cross_projections', 'caption_batch', 'region_batch', 'encode_texts', 'encode_images', 'match_pooled',
            'pair_batches', 'cached_pair_scores', 'cached_scores', 'naive_scores', 'retrieval_banks', 'retrieval_eval',
            'mean_pool', 'DualEncoder', 'fit_dual_encoder', 'rerank', 'rerank_recall', 'pair_logits', 'itm_accuracy',
-           'predict_cli', 'recipe_of', 'recipe_argv', 'scale_first_lesson', 'training_progress', 'demo_parser', 'demo',
+           'predict_cli', 'recipe_of', 'recipe_argv', 'short_run_recipe', 'training_progress', 'demo_parser', 'demo',
            'demo_cli']
 
 # %% ../nbs/05_inference.ipynb #2a185421
@@ -559,10 +559,11 @@ def recipe_argv(recipe: dict, strict: bool = True) -> list:
     return [x for k, v in recipe.items() for x in ([actions[k].option_strings[-1]] if actions[k].nargs == 0 else
                                                     [actions[k].option_strings[-1], str(v)]) if actions[k].nargs != 0 or v]
 
-def scale_first_lesson(recipe: dict, steps: int, recipe_steps: int) -> dict:
-    "The recipe for a run of `steps` steps: its first lesson (`position_steps` of `recipe_steps`) keeps its share."
-    if not recipe.get("position_steps"): return recipe
-    return {**recipe, "position_steps": max(1, round(recipe["position_steps"] * steps / recipe_steps))}
+FIRST_LESSON = ("position_captions", "position_steps", "position_lr")   # chapter 04's first lesson
+
+def short_run_recipe(recipe: dict) -> dict:
+    "`recipe` for the demo's few hundred steps: without chapter 04's first lesson, which pays off after ~1,000 steps."
+    return {k: v for k, v in recipe.items() if k not in FIRST_LESSON}
 
 def training_progress(ckpt) -> dict | None:
     "Where the training run in folder `ckpt` stands: `{'step', 'steps', 'minutes'}` from its files; None if none is saved."
@@ -595,12 +596,10 @@ def _train_stage(a, out: Path) -> dict:
         _say(f"      kept: {ckpt} already holds a finished run (step {before['step']}/{before['steps']}, "
              f"{before['minutes']:.1f} min); delete that folder to train again")
         return {**before, "trained_now": False}
-    shipped = (TOY_CHECKPOINT/"config.json").exists()
-    recipe = recipe_of("toy") if shipped else FALLBACK_RECIPE
-    if shipped: recipe = scale_first_lesson(recipe, a.steps, read_config(TOY_CHECKPOINT)["train_args"]["steps"])
+    recipe = short_run_recipe(recipe_of("toy")) if (TOY_CHECKPOINT/"config.json").exists() else FALLBACK_RECIPE
     try: argv = recipe_argv(recipe)
     except ValueError as e: _say(f"      note: {e}; left out"); argv = recipe_argv(recipe, strict=False)
-    _say(f"      recipe of the shipped checkpoint (chapter 04): {' '.join(argv)}")
+    _say(f"      recipe of the shipped checkpoint (chapter 04) without its first lesson: {' '.join(argv)}")
     if before: _say(f"      resuming the run saved at step {before['step']} ({before['minutes']:.1f} of {a.minutes:g} min spent)")
     train_cli(["--data", "toy", "--data-dir", str(out/"data"), "--n-images", str(a.n_images), "--data-seed", str(a.seed),
                "--seed", str(a.seed), "--steps", str(a.steps), "--max-minutes", str(a.minutes), "--out", str(ckpt), "--resume",
