@@ -243,7 +243,8 @@ SHIPPED = Path(__file__).resolve().parents[1] / "simplelxmert" / "assets" / "toy
 def test_shipped_checkpoint_keeps_its_accuracy_on_fresh_scenes(tmp_path):
     "The toy checkpoint shipped with the package, re-measured on a ShapesWorld it never saw (another seed)."
     from torch.utils.data import DataLoader
-    from simplelxmert.dataset import ITMPairDataset, collate_itm, load_tokenizer, make_eval_pairs, make_toy_data
+    from simplelxmert.dataset import (ITMPairDataset, collate_itm, flip_pairs, load_tokenizer, make_eval_pairs, make_toy_data,
+                                      position_records)
     from simplelxmert.training import evaluate
     cfg = read_config(SHIPPED)
     assert {"model.safetensors", "config.json", "history.json", "tokenizer"} <= set(os.listdir(SHIPPED))
@@ -252,11 +253,15 @@ def test_shipped_checkpoint_keeps_its_accuracy_on_fresh_scenes(tmp_path):
     loaders = {k: DataLoader(ITMPairDataset(make_eval_pairs(fresh.records(), fresh.scenes(), k, seed=5), fresh.store(), tok,
                                             cfg.get("max_len", 32)), batch_size=256, collate_fn=collate_itm)
                for k in ("random", "compositional")}
+    flips = flip_pairs(position_records(fresh.records(), fresh.scenes(), per_image=1, seed=5))   # the first lesson's pairs
+    loaders["position"] = DataLoader(ITMPairDataset(flips, fresh.store(), tok, cfg.get("max_len", 32)), batch_size=256,
+                                     collate_fn=collate_itm)
     res = evaluate(model, loaders)
     last = json.loads((SHIPPED / "history.json").read_text())[-1]
     # fresh scenes: ~1,500 pairs per kind, so +-2.5 % is about two standard errors of the committed validation figure
     assert res["random_acc"] >= last["random_acc"] - 0.03, (res, last)
     assert res["compositional_acc"] >= last["compositional_acc"] - 0.04, (res, last)
+    assert res["position_acc"] >= last["position_acc"] - 0.04, (res, last)
 
 
 # --- the first lesson: a phase on other pairs, with its own learning rate and no masked LM ---------------------
