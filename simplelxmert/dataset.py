@@ -495,6 +495,7 @@ def position_records(records, scenes, per_image: int = 4, seed: int = 0, size_pr
     "`per_image` one-object captions for every image of `records` with a scene, each in its image's split."
     rng, scene_of, split_of, out = random.Random(seed), _scene_index(scenes), {r.image: r.split for r in records}, []
     if not scene_of: raise ValueError("one-object captions need the ShapesWorld `scenes`")
+    if per_image < 0: raise ValueError(f"per_image={per_image}: the number of one-object captions per image must be >= 0")
     for img in sorted(split_of):
         if (scene := scene_of.get(image_id(img))) is None: continue
         specs = position_specs(scene, rng, per_image, size_prob)
@@ -508,7 +509,9 @@ def flip_pairs(records) -> list[ITMPair]:
         spec = parse_position_caption(r.caption)
         if spec is None: raise ValueError(f"record {i} ({r.image}): {r.caption!r} is not a one-object caption "
                                           f"('The red circle is on the left.'); make them with position_records")
-        flipped = re.sub(rf"{spec.position}(\s*\.?\s*)$", FLIPPED[spec.position] + r"\1", r.caption, flags=re.I)
+        words = r"\s+".join(spec.position.split())                   # as written, however many spaces
+        flipped, n = re.subn(rf"{words}(\s*\.?\s*)$", FLIPPED[spec.position] + r"\1", r.caption, flags=re.I)
+        if n != 1: raise ValueError(f"record {i} ({r.image}): cannot flip {r.caption!r}; end it with the position words")
         pairs += [ITMPair(r.image, r.caption, ITM_MATCH), ITMPair(r.image, flipped, ITM_MISMATCH, "flip_position")]
     return pairs
 

@@ -411,9 +411,12 @@ def train(model: ITMModel, train_ds, cfg: TrainConfig, val_sets: dict | None = N
     optimizer = make_optimizer(model, cfg.lr, cfg.weight_decay)
     scheduler = make_train_scheduler(optimizer, cfg)
     first = cfg.position_steps
-    if first and (position_ds is None or not 0 < first < cfg.steps):
-        raise ValueError(f"position_steps={first} needs position_ds (ITMData.position: make the data with "
-                         f"position_captions > 0) and must lie between 0 and steps={cfg.steps}")
+    if first and not 0 < first < cfg.steps:
+        raise ValueError(f"position_steps={first} must lie between 0 and steps={cfg.steps} (the first lesson is part of "
+                         f"the run): lower --position-steps or raise --steps")
+    if first and position_ds is None:
+        raise ValueError(f"position_steps={first} needs position_ds, the first lesson's pairs: ITMData.position, made by "
+                         f"itm_data(..., position_captions=N) (--position-captions N)")
     mlm = cfg.mlm_weight > 0
     if mlm and (model.mlm_head is None or tokenizer is None):
         raise ValueError("mlm_weight > 0 needs ITMModel(..., mlm=True) and the tokenizer (for [MASK] and the special tokens)")
@@ -426,7 +429,8 @@ def train(model: ITMModel, train_ds, cfg: TrainConfig, val_sets: dict | None = N
     if first:
         first_sampler = DistributedSampler(position_ds, num_replicas=world, rank=rank, shuffle=True, seed=cfg.seed, drop_last=True)
         if len(first_sampler) < cfg.batch_size:
-            raise ValueError(f"{len(position_ds)} position pairs give no full batch of {cfg.batch_size} x {world} processes")
+            raise ValueError(f"{len(position_ds)} position pairs give no full batch of {cfg.batch_size} x {world} processes: "
+                             f"raise --position-captions or lower --batch-size")
     def phase(step):   # (dataset, sampler, step within the phase, steps per epoch) of the phase that `step` is in
         if step < first: return position_ds, first_sampler, step, len(first_sampler) // cfg.batch_size
         return train_ds, sampler, step - first, steps_per_epoch
@@ -509,7 +513,7 @@ def train(model: ITMModel, train_ds, cfg: TrainConfig, val_sets: dict | None = N
             run_loss += lval; run_correct += accval; run_mlm += mlmval; run_n += 1
             if cfg.max_minutes is not None and time.time() - t0 > 60 * cfg.max_minutes: stopped = "time budget"
             if stop_after is not None and step >= stop_after: stopped = "stop_after"
-            if step % cfg.eval_every == 0 or step == cfg.steps or stopped: validate()
+            if step % cfg.eval_every == 0 or step == cfg.steps or step == first or stopped: validate()   # (and at the switch)
             if (step % cfg.save_every == 0 or step == cfg.steps or stopped): checkpoint()
             if step >= cfg.steps or stopped or step == first: break   # (after the first lesson: the main data)
     pbar.close()
@@ -627,6 +631,7 @@ def itm_data(records_train, records_val, store, tokenizer, scenes=None, max_len:
     `position` (the first lesson), and a validation set `position` scores one such pair per validation image."""
     store = check_store(store, list(records_train) + list(records_val))
     if position_captions and not scenes: raise ValueError("position_captions > 0 needs the ShapesWorld `scenes`")
+    if position_captions < 0: raise ValueError(f"position_captions={position_captions} must be >= 0 (one-object captions per image)")
     one_object = position_records(records_train, scenes, position_captions, seed) if position_captions else []
     train_ds = CurriculumITMDataset(list(records_train) + one_object, store, tokenizer, max_len=max_len, neg_prob=0.5,
                                     hard_neg_prob=hard_neg_prob if scenes else 0.0, scenes=scenes, seed=seed,
@@ -662,6 +667,9 @@ def _load_data(args) -> ITMData:
               random_neg_epochs=args.random_neg_epochs)
     if args.position_steps and not args.position_captions:
         raise SystemExit("simplelxmert_train: --position-steps needs --position-captions N (the first lesson's pairs)")
+    if args.position_captions < 0 or not 0 <= args.position_steps < args.steps:
+        raise SystemExit(f"simplelxmert_train: --position-captions {args.position_captions} must be >= 0 and --position-steps "
+                         f"{args.position_steps} between 0 and --steps {args.steps} (the first lesson is part of the run)")
     if args.data == "toy":
         return toy_itm_data(args.data_dir, n_images=args.n_images, data_seed=args.data_seed,
                             position_captions=args.position_captions, **kw)

@@ -314,3 +314,6 @@ def test_itm_data_with_one_object_captions(tmp_path):
     with pytest.raises(SystemExit, match="--position-captions"):
         train_cli(["--data", "toy", "--data-dir", str(tmp_path / "toy"), "--n-images", "40", "--out", str(tmp_path / "o"),
                    "--position-steps", "10"])
+    with pytest.raises(SystemExit, match="between 0 and --steps 10"):
+        train_cli(["--data", "toy", "--data-dir", str(tmp_path / "toy"), "--n-images", "40", "--out", str(tmp_path / "o"),
+                   "--position-captions", "2", "--position-steps", "10", "--steps", "10"])
