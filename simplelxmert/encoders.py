@@ -14,7 +14,7 @@ from .attention import MultiHeadAttention, as_additive_mask, split_heads
 # %% auto #0
 __all__ = ['LXMERTConfig', 'LanguageEmbeddings', 'VisualEmbeddings', 'AddNorm', 'Intermediate', 'SelfAttentionSublayer',
            'CrossAttentionSublayer', 'TransformerLayer', 'CrossModalityLayer', 'Pooler', 'Encoders', 'LXMERTOutput',
-           'LXMERT', 'PackedRows', 'randomize_weights_', 'random_batch', 'compare_with_hf']
+           'LXMERT', 'PackedRows', 'cls_self_attention', 'randomize_weights_', 'random_batch', 'compare_with_hf']
 
 # %% ../nbs/03_encoders.ipynb #bee15450
 @dataclass
@@ -357,16 +357,16 @@ def _packed_cross_layer(layer, lang, vis, lang_rows, vis_rows):
     vis_s = _packed_self_attention(layer.visn_self_att, vis_x, vis_rows)
     return layer.lang_output(layer.lang_inter(lang_s), lang_s), layer.visn_output(layer.visn_inter(vis_s), vis_s)
 
-def _cls_self_attention(mha, cls, lang_x, rows):
-    r"""`[CLS]`'s self-attention over the words with $W_K$, $W_V$ moved to its side: $q \cdot (W_K x_t + b_K) =
+def cls_self_attention(mha, cls, x, key_mask=None):
+    r"""One query's self-attention with $W_K$, $W_V$ moved to its side: $q \cdot (W_K x_t + b_K) =
     (W_K^\top q) \cdot x_t + q \cdot b_K$, $\sum_t a_t (W_V x_t + b_V) = W_V \sum_t a_t x_t + b_V \sum_t a_t$; no word's
-    key or value is projected. cls `[B,D]`, words packed `[N,D]` → `[B,D]` (before the output layer)."""
+    key or value is projected. `cls` `[B,D]` asks the words `x` `[B,S,D]` (additive `key_mask` `[B,1,1,S]`) → `[B,D]`,
+    before the sublayer's output layer."""
     H, d = mha.heads, mha.head_dim
     q = mha.query(cls).view(-1, H, d) / math.sqrt(d)                                # [B,H,d], scaled
-    x = rows.pad(lang_x)                                                            # [B,S,D]
     qk = torch.einsum("bhd,hdc->bhc", q, mha.key.weight.view(H, d, -1))             # [B,H,D] = W_Kᵀq per head
     scores = torch.einsum("bhc,bsc->bhs", qk, x) + (q * mha.key.bias.view(H, d)).sum(-1, keepdim=True)   # [B,H,S]
-    if rows.key_mask is not None: scores = scores + rows.key_mask[:, 0]
+    if key_mask is not None: scores = scores + key_mask[:, 0]
     a = scores.softmax(-1)
     p = mha.dropout.p if mha.training else 0.0
     if p > 0: a = a * torch.rand_like(a).ge_(p).div_(1 - p)                          # attention dropout, as chapter 02's
@@ -381,7 +381,7 @@ def _cls_last_layer(layer, lang, vis, lang_rows, vis_rows):
     h, _ = xa.att.attend(_heads(xa.att, q, lang_rows), _heads(xa.att, k, vis_rows), _heads(xa.att, v, vis_rows), vis_rows.key_mask)
     lang_x = xa.output(lang_rows.pack(h), lang)                                     # [N, D] every word attends to the boxes
     cls = lang_x[lang_rows.first]                                                   # [B, D]
-    cls = sa.output(_cls_self_attention(sa.self, cls, lang_x, lang_rows), cls)        # [B, D] only [CLS] asks
+    cls = sa.output(cls_self_attention(sa.self, cls, lang_rows.pad(lang_x), lang_rows.key_mask), cls)   # only [CLS] asks
     return layer.lang_output(layer.lang_inter(cls), cls)                            # [B, D] FFN of [CLS] alone
 
 def _pooled_only(self, input_ids, attention_mask=None, token_type_ids=None, visual_feats=None, visual_pos=None, visual_mask=None):

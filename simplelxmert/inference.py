@@ -309,6 +309,7 @@ def recall_at_k(scores, gt, ks=(1, 5, 10)) -> dict:
 # %% ../nbs/05_inference.ipynb #2a01f88f
 import torch.nn.functional as F
 from .attention import additive_mask, split_heads
+from .encoders import cls_self_attention
 
 @dataclass
 class TextBank:
@@ -381,13 +382,8 @@ def match_pooled(lxmert, lang, vis, attention_mask, visual_mask, lang_qkv=None, 
         lang, vis = layer.lang_output(layer.lang_inter(lang_s), lang_s), layer.visn_output(layer.visn_inter(vis_s), vis_s)
     last = layers[-1]
     lang_x, _ = cross_att(len(layers) - 1, lang, vis, both=False)   # [B,T,D] every word attends to the boxes
-    sa = last.lang_self_att; mha = sa.self; H, d = mha.heads, mha.head_dim   # only [CLS] asks; every word answers:
-    q = split_heads(mha.query(lang_x[:, :1]), H)[:, :, 0]            # [B,H,d] the query of [CLS], per head
-    r = torch.einsum("bhe,hed->bhd", q, mha.key.weight.view(H, d, -1))    # [B,H,D] W_Kᵀq, back in the words' space
-    a = (torch.einsum("bhd,btd->bht", r, lang_x) / d ** 0.5 + lm[:, 0]).softmax(-1)   # [B,H,T] (q·b_K: same for all words)
-    z = torch.einsum("bht,btd->bhd", a, lang_x)                      # [B,H,D] Σ_t a_t x_t, the attended words
-    h = torch.einsum("bhd,hed->bhe", z, mha.value.weight.view(H, d, -1)) + mha.value.bias.view(H, d)   # [B,H,d] W_V z + b_V
-    cls = sa.output(h.reshape(len(h), 1, H * d), lang_x[:, :1])      # [B,1,D]
+    sa = last.lang_self_att                                          # only [CLS] asks, W_K and W_V folded into its query
+    cls = sa.output(cls_self_attention(sa.self, lang_x[:, 0], lang_x, lm)[:, None], lang_x[:, :1])   # [B,1,D] (chapter 03)
     cls = last.lang_output(last.lang_inter(cls), cls)                # [B,1,D] feed-forward of [CLS] alone
     return lxmert.pooler(cls)                                        # [B,D]
 

@@ -631,7 +631,6 @@ def itm_data(records_train, records_val, store, tokenizer, scenes=None, max_len:
     `position` (the first lesson), and a validation set `position` scores one such pair per validation image."""
     store = check_store(store, list(records_train) + list(records_val))
     if position_captions and not scenes: raise ValueError("position_captions > 0 needs the ShapesWorld `scenes`")
-    if position_captions < 0: raise ValueError(f"position_captions={position_captions} must be >= 0 (one-object captions per image)")
     one_object = position_records(records_train, scenes, position_captions, seed) if position_captions else []
     train_ds = CurriculumITMDataset(list(records_train) + one_object, store, tokenizer, max_len=max_len, neg_prob=0.5,
                                     hard_neg_prob=hard_neg_prob if scenes else 0.0, scenes=scenes, seed=seed,
