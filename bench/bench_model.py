@@ -13,10 +13,12 @@ Our model is timed on two paths:
   (real rows only, last cross layer for [CLS] alone; tested equal to the full forward's pooled output);
 - `ours full`: `model(...)`, every output computed (language, vision, pooled), as Hugging Face's forward does.
 Timings alternate between the contenders (the order reversed every round) and the medians are reported, so that
-load from other processes hits all alike. Both wall-clock time and the process's CPU time are measured: on a
-shared machine with --threads 1, CPU time does not count the time the process waited for a core, so it is the
-steadier figure of the work each step costs. The step's achieved GFLOP/s (FLOPs counted by torch.utils.flop_counter,
-per path) is printed next to a large float32 matmul's on the same machine.
+load from other processes hits all alike; the ratio to Hugging Face is also taken within each round (its median and
+spread printed), where slow drifts of the machine's speed cancel. Both wall-clock time and the process's CPU time
+are measured: on a shared machine with --threads 1, CPU time does not count the time the process waited for a core,
+so it is the steadier figure of the work each step costs. The step's achieved GFLOP/s (FLOPs counted by torch.utils.flop_counter,
+per path) is printed next to a large float32 matmul's on the same machine, and chapter 02's dropout (a mask drawn
+with torch.rand) is timed against F.dropout (PyTorch's Bernoulli sampler) on one [real words, hidden] tensor.
 
     python bench/bench_model.py --threads 1 [--batch 32] [--tokens 50] [--boxes 36] [--repeats 9] [--adamw both|plain|fused] [--device cpu]
 """
@@ -26,6 +28,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 import transformers
+from simplelxmert.attention import dropout
 from simplelxmert.encoders import LXMERT, LXMERTConfig
 
 
@@ -101,6 +104,16 @@ def matmul_gflops(device, n=2048, repeats=5):
     return 2 * n ** 3 / best / 1e9
 
 
+def dropout_ms(shape, p, repeats, device, calls=20):
+    "Milliseconds per call of chapter 02's `dropout` (mask from torch.rand) and of `F.dropout`, interleaved."
+    x = torch.randn(*shape, device=device)
+    fns = {"ours": lambda: [dropout(x, p) for _ in range(calls)],
+           "F.dropout": lambda: [F.dropout(x, p, training=True) for _ in range(calls)]}
+    for f in fns.values(): f()
+    wall, _, _ = interleaved_medians(fns, repeats, device)
+    return {k: t / calls * 1e3 for k, t in wall.items()}
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--batch", type=int, default=32); p.add_argument("--tokens", type=int, default=50)
@@ -136,6 +149,8 @@ def main(argv=None):
     eval_t, eval_cpu, eval_all = interleaved_medians(evals, args.repeats, device)
     flops = {k: step_flops(steps[k, adamws[0]]) for k in pooled}
     mm = matmul_gflops(device)
+    n_real = int(batch["attention_mask"].sum())
+    drop = dropout_ms((n_real, config.hidden_size), config.hidden_dropout_prob, args.repeats, device)
     ours_keys = ("ours pooled_only", "ours full")
     print(f"{'':26s}{'HF':>9s}" + "".join(f"{k:>18s}{'HF/' + k.split()[1]:>16s}" for k in ours_keys))
     rows = [(f"train step, AdamW {a}", {k: step_t[k, a] for k in pooled}, {k: step_cpu[k, a] for k in pooled}) for a in adamws]
@@ -146,8 +161,14 @@ def main(argv=None):
     a = adamws[-1]
     print(f"train step GFLOP (GFLOP/s with AdamW {a}): " + ", ".join(f"{k} {flops[k]/1e9:.1f} ({flops[k]/step_t[k, a]/1e9:.1f})" for k in pooled)
           + f"; {2048}^3 float32 matmul: {mm:.1f} GFLOP/s")
+    print(f"dropout mask, [{n_real}, {config.hidden_size}] p={config.hidden_dropout_prob}: ours (torch.rand) {drop['ours']:.2f} ms, "
+          f"F.dropout {drop['F.dropout']:.2f} ms per call ({drop['F.dropout'] / drop['ours']:.2f}x)")
+    for a in adamws:                                # the ratio within each round: the machine's drifts cancel
+        r = sorted(h / o for h, o in zip(step_all["hf", a], step_all["ours pooled_only", a]))
+        print(f"HF/pooled_only per round, AdamW {a}: median {statistics.median(r):.2f}x, middle half "
+              f"{r[len(r) // 4]:.2f}-{r[(3 * len(r)) // 4]:.2f}x, all {r[0]:.2f}-{r[-1]:.2f}x")
     print("all step times (s):", {" / ".join(k): [round(t, 2) for t in v] for k, v in step_all.items()})
-    return dict(step=step_t, step_cpu=step_cpu, eval=eval_t, eval_cpu=eval_cpu, flops=flops)
+    return dict(step=step_t, step_cpu=step_cpu, eval=eval_t, eval_cpu=eval_cpu, flops=flops, dropout=drop)
 
 
 if __name__ == "__main__":

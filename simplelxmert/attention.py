@@ -10,8 +10,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 # %% auto #0
-__all__ = ['scaled_dot_product_attention', 'additive_mask', 'split_heads', 'merge_heads', 'as_additive_mask',
-           'MultiHeadAttention']
+__all__ = ['scaled_dot_product_attention', 'additive_mask', 'dropout', 'Dropout', 'split_heads', 'merge_heads',
+           'as_additive_mask', 'MultiHeadAttention']
 
 # %% ../nbs/02_attention.ipynb #c79d3425
 def scaled_dot_product_attention(q, k, v, mask=None, return_weights=False, dropout_p=0.0):
@@ -19,10 +19,7 @@ def scaled_dot_product_attention(q, k, v, mask=None, return_weights=False, dropo
     scores = q @ k.transpose(-2, -1) / math.sqrt(q.size(-1))   # [..., Q, S]
     if mask is not None: scores = scores + mask
     weights = scores.softmax(dim=-1)                             # each row sums to 1 over the keys
-    if dropout_p > 0:                                            # training: drop weights with probability p
-        keep = torch.rand_like(weights).ge_(dropout_p).div_(1 - dropout_p)   # 1/(1-p) where kept, 0 where dropped
-        dropped = weights * keep
-    else: dropped = weights
+    dropped = dropout(weights, dropout_p) if dropout_p > 0 else weights   # training only (`dropout`: below)
     out = dropped @ v                                            # [..., Q, d]
     return (out, weights) if return_weights else out
 
@@ -32,6 +29,24 @@ def additive_mask(mask, dtype=torch.float32):
     if mask.dim() != 2: raise ValueError(f"additive_mask expects a [batch, length] mask of 1 (real) / 0 (padding), got shape {tuple(mask.shape)}")
     keep = mask[:, None, None, :].to(dtype)
     return (1.0 - keep) * torch.finfo(dtype).min
+
+# %% ../nbs/02_attention.ipynb #d7a0f1e2
+def dropout(x, p):
+    "Inverted dropout, written out: each entry of `x` zeroed with probability `p`, the others scaled by 1/(1-p)."
+    if p == 0: return x
+    if not 0 < p < 1: raise ValueError(f"dropout probability must be in [0, 1), got {p}")
+    return x * torch.rand_like(x).ge_(p).div_(1 - p)             # mask: 1/(1-p) where kept, 0 where dropped
+
+class Dropout(nn.Module):
+    "`dropout` as a module: active in training mode only (`nn.Dropout`'s interface: the probability is `.p`)."
+    def __init__(self, p=0.5):
+        super().__init__()
+        if not 0 <= p < 1: raise ValueError(f"dropout probability must be in [0, 1), got {p}")
+        self.p = p
+
+    def forward(self, x): return dropout(x, self.p) if self.training else x
+    def extra_repr(self): return f"p={self.p}"
+
 
 # %% ../nbs/02_attention.ipynb #d70e3202
 def split_heads(x, heads):
@@ -60,7 +75,7 @@ class MultiHeadAttention(nn.Module):
         self.query = nn.Linear(hidden, hidden)
         self.key = nn.Linear(ctx_dim, hidden)
         self.value = nn.Linear(ctx_dim, hidden)
-        self.dropout = nn.Dropout(dropout)   # on the attention weights, as in BERT/LXMERT
+        self.dropout = Dropout(dropout)   # on the attention weights, as in BERT/LXMERT
 
     def forward(self, x, context=None, context_mask=None, output_attentions=False):
         "x `[B,Q,D]`, context `[B,S,C]`, context_mask `[B,S]` keep-mask or `[B,1,1,S]` additive → (`[B,Q,D]`, weights `[B,H,Q,S]` or None)"
@@ -72,18 +87,21 @@ class MultiHeadAttention(nn.Module):
         q, k, v = (split_heads(t, self.heads) for t in (q, k, v))   # [B, H, Q or S, d]
         return self.attend(q, k, v, as_additive_mask(context_mask, q.dtype), output_attentions)
 
-    def projections(self, x, which="qkv"):
-        "The projections of `x` named in `which` (letters of 'qkv'), from one matrix product over their stacked weights."
+    def projections(self, x, which="qkv", split=True):
+        """The projections of `x` named in `which` (letters of 'qkv'), from one matrix product over their stacked weights;
+        with `split=False`, the product itself `[..., len(which)·D]` (its column blocks are the projections)."""
         layers = [{"q": self.query, "k": self.key, "v": self.value}[c] for c in which]
-        if len(layers) == 1: return (layers[0](x),)
+        if len(layers) == 1: return (layers[0](x),) if split else layers[0](x)
         w, b = torch.cat([l.weight for l in layers]), torch.cat([l.bias for l in layers])   # [len(which)·D, C]
-        return F.linear(x, w, b).split([l.out_features for l in layers], dim=-1)
+        out = F.linear(x, w, b)
+        return out.split([l.out_features for l in layers], dim=-1) if split else out
 
-    def attend(self, q, k, v, mask=None, output_attentions=False):
-        "Heads q `[B,H,Q,d]`, k and v `[B,H,S,d]`, additive mask → (`[B,Q,D]`, weights `[B,H,Q,S]` or None)."
+    def attend(self, q, k, v, mask=None, output_attentions=False, merge=True):
+        """Heads q `[B,H,Q,d]`, k and v `[B,H,S,d]`, additive mask → (`[B,Q,D]`, weights `[B,H,Q,S]` or None).
+        With `merge=False` the heads come back unmerged, `[...,Q,d]`, and the leading dimensions may be in any order."""
         p = self.dropout.p if self.training else 0.0
         if output_attentions or (p > 0 and q.device.type == "cpu"):   # readable path (the CPU fused kernel has no dropout)
             out, weights = scaled_dot_product_attention(q, k, v, mask, return_weights=True, dropout_p=p)
         else:                                              # fused path, same function
             out, weights = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p), None
-        return merge_heads(out), (weights if output_attentions else None)   # [B, Q, D], [B, H, Q, S]
+        return (merge_heads(out) if merge else out), (weights if output_attentions else None)   # [B, Q, D], [B, H, Q, S]

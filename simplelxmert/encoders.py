@@ -9,7 +9,7 @@ from dataclasses import dataclass, asdict, fields
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from .attention import MultiHeadAttention, as_additive_mask, split_heads
+from .attention import MultiHeadAttention, Dropout, as_additive_mask
 
 # %% auto #0
 __all__ = ['LXMERTConfig', 'LanguageEmbeddings', 'VisualEmbeddings', 'AddNorm', 'Intermediate', 'SelfAttentionSublayer',
@@ -79,16 +79,19 @@ class LanguageEmbeddings(nn.Module):
         self.position_embeddings = nn.Embedding(config.max_position_embeddings, D, padding_idx=0)
         self.token_type_embeddings = nn.Embedding(config.type_vocab_size, D, padding_idx=0)
         self.LayerNorm = nn.LayerNorm(D, eps=config.layer_norm_eps)
-        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.dropout = Dropout(config.hidden_dropout_prob)
 
-    def forward(self, input_ids, token_type_ids=None):
-        "input_ids `[B,T]` → `[B,T,D]`"
-        T = input_ids.size(1)
+    def positions(self, T, device=None):
+        "Position ids `0..T-1`, with a clear error when the table has fewer."
         if T > self.position_embeddings.num_embeddings:
             raise ValueError(f"sequence of {T} tokens is longer than max_position_embeddings={self.position_embeddings.num_embeddings}")
+        return torch.arange(T, device=device)
+
+    def forward(self, input_ids, token_type_ids=None, position_ids=None):
+        "input_ids `[B,T]` → `[B,T,D]`; or ids of any shape (e.g. packed `[N]`) with their `position_ids`, same shape."
+        if position_ids is None: position_ids = self.positions(input_ids.size(1), input_ids.device)
         if token_type_ids is None: token_type_ids = torch.zeros_like(input_ids)
-        positions = torch.arange(T, device=input_ids.device)
-        h = self.word_embeddings(input_ids) + self.position_embeddings(positions) + self.token_type_embeddings(token_type_ids)
+        h = self.word_embeddings(input_ids) + self.position_embeddings(position_ids) + self.token_type_embeddings(token_type_ids)
         return self.dropout(self.LayerNorm(h))
 
 # %% ../nbs/03_encoders.ipynb #5e400f53
@@ -101,7 +104,7 @@ class VisualEmbeddings(nn.Module):
         self.visn_layer_norm = nn.LayerNorm(D, eps=config.layer_norm_eps)
         self.box_fc = nn.Linear(config.visual_pos_dim, D)
         self.box_layer_norm = nn.LayerNorm(D, eps=config.layer_norm_eps)
-        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.dropout = Dropout(config.hidden_dropout_prob)
 
     def forward(self, visual_feats, visual_pos):
         "feats `[B,K,F]`, boxes `[B,K,4]` → `[B,K,D]`"
@@ -116,7 +119,7 @@ class AddNorm(nn.Module):
         super().__init__()
         self.dense = nn.Linear(in_dim, config.hidden_size)
         self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.dropout = Dropout(config.hidden_dropout_prob)
 
     def forward(self, h, residual): return self.LayerNorm(residual + self.dropout(self.dense(h)))
 
@@ -326,20 +329,43 @@ class PackedRows:
 
     def pad(self, x):
         "`[N,…]` → `[B,S,…]`, zeros at the rows left out"
-        if self.index is not None: x = x.new_zeros(self.B * self.S, *x.shape[1:]).index_copy(0, self.index, x)
+        if self.index is not None: x = x.new_zeros(self.B * self.S, *x.shape[1:]).index_copy_(0, self.index, x)
         return x.view(self.B, self.S, *x.shape[1:])
 
+    def to_heads(self, x, heads, n=1):
+        """Packed projections `[N, n·D]` (n of them stacked, e.g. q|k|v) → n tensors of heads `[H,B,S,d]`, zeros at
+        the rows left out. Heads come first: the rows are scattered straight into the layout attention multiplies
+        in, one scatter for all n, with no transpose to copy afterwards."""
+        N, d = x.size(0), x.size(1) // (n * heads)
+        src = x.view(N, n, heads, d).permute(1, 2, 0, 3)                           # [n, H, N, d], a view
+        if self.index is None: out = src.contiguous()
+        else: out = x.new_zeros(n, heads, self.B * self.S, d).index_copy_(2, self.index, src)
+        return out.view(n, heads, self.B, self.S, d).unbind(0)
+
+    def from_heads(self, h):
+        "Attention output `[H,B,S,d]` → packed rows `[N, H·d]` (one gather)."
+        H, d = h.size(0), h.size(-1)
+        h = h.reshape(H, self.B * self.S, d).transpose(0, 1)                       # [B·S, H, d], a view
+        return (h if self.index is None else h.index_select(0, self.index)).reshape(-1, H * d)
+
+    @property
+    def head_mask(self):
+        "The additive key mask for heads-first attention: `[1,B,1,S]`."
+        return None if self.key_mask is None else self.key_mask.transpose(0, 1)
+
 # %% ../nbs/03_encoders.ipynb #35653775
-def _heads(mha, x, rows):
-    "Packed projections `[N,D]` → heads in the padded layout `[B,H,S,d]`."
-    return split_heads(rows.pad(x), mha.heads)
+def _packed_attention(mha, rows, x, ctx_rows=None, ctx=None):
+    """Attention of packed rows `x` `[N,D]` over packed context rows `ctx` (`x` itself when None), in the heads-first
+    padded layout of `PackedRows.to_heads` → packed `[N,D]`, before the sublayer's output layer."""
+    if ctx is None: (q, k, v), ctx_rows = rows.to_heads(mha.projections(x, "qkv", split=False), mha.heads, 3), rows
+    else: (q,), (k, v) = (rows.to_heads(mha.projections(x, "q", split=False), mha.heads),
+                          ctx_rows.to_heads(mha.projections(ctx, "kv", split=False), mha.heads, 2))
+    h, _ = mha.attend(q, k, v, ctx_rows.head_mask, merge=False)                      # [H, B, S, d]
+    return rows.from_heads(h)
 
 def _packed_self_attention(sublayer, x, rows):
     "A `SelfAttentionSublayer` on packed rows `[N,D]`: projections and AddNorm on the N rows, attention padded."
-    mha = sublayer.self
-    q, k, v = (_heads(mha, t, rows) for t in mha.projections(x, "qkv"))
-    h, _ = mha.attend(q, k, v, rows.key_mask)                                       # [B, S, D]
-    return sublayer.output(rows.pack(h), x)                                         # [N, D]
+    return sublayer.output(_packed_attention(sublayer.self, rows, x), x)    # [N, D]
 
 def _packed_layer(layer, x, rows):
     "A `TransformerLayer` on packed rows."
@@ -348,11 +374,11 @@ def _packed_layer(layer, x, rows):
 
 def _packed_cross_layer(layer, lang, vis, lang_rows, vis_rows):
     "A `CrossModalityLayer` on packed rows: the same steps as its `forward`, each stream projected once for both directions."
-    xa = layer.visual_attention
-    ql, kl, vl = (_heads(xa.att, t, lang_rows) for t in xa.att.projections(lang, "qkv"))
-    qv, kv, vv = (_heads(xa.att, t, vis_rows) for t in xa.att.projections(vis, "qkv"))
-    lang_x = xa.output(lang_rows.pack(xa.att.attend(ql, kv, vv, vis_rows.key_mask)[0]), lang)   # words attend to boxes
-    vis_x = xa.output(vis_rows.pack(xa.att.attend(qv, kl, vl, lang_rows.key_mask)[0]), vis)     # boxes attend to words
+    xa, att = layer.visual_attention, layer.visual_attention.att
+    ql, kl, vl = lang_rows.to_heads(att.projections(lang, "qkv", split=False), att.heads, 3)   # [H, B, T, d] each
+    qv, kv, vv = vis_rows.to_heads(att.projections(vis, "qkv", split=False), att.heads, 3)     # [H, B, K, d] each
+    lang_x = xa.output(lang_rows.from_heads(att.attend(ql, kv, vv, vis_rows.head_mask, merge=False)[0]), lang)   # words attend to boxes
+    vis_x = xa.output(vis_rows.from_heads(att.attend(qv, kl, vl, lang_rows.head_mask, merge=False)[0]), vis)     # boxes attend to words
     lang_s = _packed_self_attention(layer.lang_self_att, lang_x, lang_rows)
     vis_s = _packed_self_attention(layer.visn_self_att, vis_x, vis_rows)
     return layer.lang_output(layer.lang_inter(lang_s), lang_s), layer.visn_output(layer.visn_inter(vis_s), vis_s)
@@ -368,8 +394,7 @@ def cls_self_attention(mha, cls, x, key_mask=None):
     scores = torch.einsum("bhc,bsc->bhs", qk, x) + (q * mha.key.bias.view(H, d)).sum(-1, keepdim=True)   # [B,H,S]
     if key_mask is not None: scores = scores + key_mask[:, 0]
     a = scores.softmax(-1)
-    p = mha.dropout.p if mha.training else 0.0
-    if p > 0: a = a * torch.rand_like(a).ge_(p).div_(1 - p)                          # attention dropout, as chapter 02's
+    a = mha.dropout(a)                                                              # attention dropout (training only)
     z = torch.einsum("bhs,bsc->bhc", a, x)                                          # [B,H,D] = Σ_t a_t x_t per head
     out = torch.einsum("bhc,hdc->bhd", z, mha.value.weight.view(H, d, -1)) + mha.value.bias.view(H, d) * a.sum(-1, keepdim=True)
     return out.reshape(-1, H * d)
@@ -377,9 +402,7 @@ def cls_self_attention(mha, cls, x, key_mask=None):
 def _cls_last_layer(layer, lang, vis, lang_rows, vis_rows):
     "The last `CrossModalityLayer`, only as far as `[CLS]` needs it → `[B,D]`."
     xa, sa = layer.visual_attention, layer.lang_self_att
-    (q,), (k, v) = xa.att.projections(lang, "q"), xa.att.projections(vis, "kv")
-    h, _ = xa.att.attend(_heads(xa.att, q, lang_rows), _heads(xa.att, k, vis_rows), _heads(xa.att, v, vis_rows), vis_rows.key_mask)
-    lang_x = xa.output(lang_rows.pack(h), lang)                                     # [N, D] every word attends to the boxes
+    lang_x = xa.output(_packed_attention(xa.att, lang_rows, lang, vis_rows, vis), lang)   # [N, D] every word attends to the boxes
     cls = lang_x[lang_rows.first]                                                   # [B, D]
     cls = sa.output(cls_self_attention(sa.self, cls, lang_rows.pad(lang_x), lang_rows.key_mask), cls)   # only [CLS] asks
     return layer.lang_output(layer.lang_inter(cls), cls)                            # [B, D] FFN of [CLS] alone
@@ -390,7 +413,9 @@ def _pooled_only(self, input_ids, attention_mask=None, token_type_ids=None, visu
     (B, T), K, dtype = input_ids.shape, visual_feats.size(1), self.pooler.dense.weight.dtype
     lang_rows = PackedRows(attention_mask, B, T, input_ids.device, dtype, keep_first=True)
     vis_rows = PackedRows(visual_mask, B, K, input_ids.device, dtype)
-    lang = lang_rows.pack(self.embeddings(input_ids, token_type_ids))                # [N_l, D]
+    if token_type_ids is None: token_type_ids = torch.zeros_like(input_ids)
+    positions = self.embeddings.positions(T, input_ids.device).expand(B, T)
+    lang = self.embeddings(*(lang_rows.pack(t) for t in (input_ids, token_type_ids, positions)))   # [N_l, D] real words only
     for layer in self.encoder.layer: lang = _packed_layer(layer, lang, lang_rows)
     vis = self.encoder.visn_fc(vis_rows.pack(visual_feats), vis_rows.pack(visual_pos))   # [N_v, D]
     for layer in self.encoder.r_layers: vis = _packed_layer(layer, vis, vis_rows)

@@ -158,3 +158,35 @@ def test_attention_dropout_keeps_the_expectation():
     x = torch.randn(2, 5, 16)
     out, w = att(x)
     assert w is None and not torch.equal(out, att(x)[0])
+
+def test_dropout_written_out():
+    "Chapter 02's Dropout: same law as nn.Dropout, gradient through the same mask, nothing drawn when off."
+    from simplelxmert.attention import Dropout
+    torch.manual_seed(0)
+    x = torch.randn(300, 400, requires_grad=True)
+    y = Dropout(0.2)(x)
+    kept = y != 0
+    assert abs(1 - kept.float().mean().item() - 0.2) < 0.01
+    torch.testing.assert_close(y[kept], x[kept] / 0.8)
+    y.sum().backward()
+    torch.testing.assert_close(x.grad, kept.float() / 0.8)
+    state = torch.get_rng_state()
+    assert Dropout(0.0)(x) is x and Dropout(0.5).eval()(x) is x
+    assert torch.equal(torch.get_rng_state(), state)
+    with pytest.raises(ValueError, match=r"\[0, 1\)"): Dropout(1.0)
+    assert not any(isinstance(m, torch.nn.Dropout) for m in LXMERT(ODD).modules())   # the model uses ours everywhere
+
+@pytest.mark.parametrize("maps", [True, False], ids=["written-out", "fused"])
+def test_heads_first_attention_equals_the_padded_layout(maps):
+    "PackedRows.to_heads + attend(merge=False) + from_heads = the [B,H,S,d] attention at every real row, in both paths."
+    from simplelxmert.encoders import PackedRows
+    from simplelxmert.attention import split_heads
+    torch.manual_seed(0)
+    att = MultiHeadAttention(24, 3).eval()
+    keep = torch.tensor([[1] * 6, [1] * 4 + [0] * 2, [1] * 2 + [0] * 4])
+    x = torch.randn(3, 6, 24)
+    rows = PackedRows(keep, 3, 6)
+    q, k, v = rows.to_heads(att.projections(rows.pack(x), "qkv", split=False), 3, 3)   # [H, B, S, d]
+    out, _ = att.attend(q, k, v, rows.head_mask, output_attentions=maps, merge=False)
+    ref, _ = att.attend(*(split_heads(t, 3) for t in att.projections(x)), additive_mask(keep), output_attentions=maps)
+    torch.testing.assert_close(rows.from_heads(out), rows.pack(ref), atol=1e-6, rtol=0)
