@@ -413,9 +413,9 @@ def _pooled_only(self, input_ids, attention_mask=None, token_type_ids=None, visu
     (B, T), K, dtype = input_ids.shape, visual_feats.size(1), self.pooler.dense.weight.dtype
     lang_rows = PackedRows(attention_mask, B, T, input_ids.device, dtype, keep_first=True)
     vis_rows = PackedRows(visual_mask, B, K, input_ids.device, dtype)
-    if token_type_ids is None: token_type_ids = torch.zeros_like(input_ids)
     positions = self.embeddings.positions(T, input_ids.device).expand(B, T)
-    lang = self.embeddings(*(lang_rows.pack(t) for t in (input_ids, token_type_ids, positions)))   # [N_l, D] real words only
+    types = None if token_type_ids is None else lang_rows.pack(token_type_ids)     # None: all zeros, as in the embeddings
+    lang = self.embeddings(lang_rows.pack(input_ids), types, lang_rows.pack(positions))   # [N_l, D] real words only
     for layer in self.encoder.layer: lang = _packed_layer(layer, lang, lang_rows)
     vis = self.encoder.visn_fc(vis_rows.pack(visual_feats), vis_rows.pack(visual_pos))   # [N_v, D]
     for layer in self.encoder.r_layers: vis = _packed_layer(layer, vis, vis_rows)

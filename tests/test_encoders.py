@@ -190,3 +190,10 @@ def test_heads_first_attention_equals_the_padded_layout(maps):
     out, _ = att.attend(q, k, v, rows.head_mask, output_attentions=maps, merge=False)
     ref, _ = att.attend(*(split_heads(t, 3) for t in att.projections(x)), additive_mask(keep), output_attentions=maps)
     torch.testing.assert_close(rows.from_heads(out), rows.pack(ref), atol=1e-6, rtol=0)
+
+def test_pooled_only_without_token_types():
+    "No token_type_ids: the packed path embeds zeros, as the full forward does."
+    config = LXMERTConfig(vocab_size=1000)
+    m = randomize_weights_(LXMERT(config)).eval()
+    b = random_batch(config, B=4, T=9, K=7, seed=1); b.pop("token_type_ids")
+    with torch.no_grad(): torch.testing.assert_close(m(**b, pooled_only=True).pooled_output, m(**b).pooled_output, atol=1e-5, rtol=0)
