@@ -19,11 +19,14 @@ are measured: on a shared machine with --threads 1, CPU time does not count the 
 so it is the steadier figure of the work each step costs. The step's achieved GFLOP/s (FLOPs counted by torch.utils.flop_counter,
 per path) is printed next to a large float32 matmul's on the same machine, and chapter 02's dropout (a mask drawn
 with torch.rand) is timed against F.dropout (PyTorch's Bernoulli sampler) on one [real words, hidden] tensor.
+Last, torch.profiler splits a few more steps of each contender (the last AdamW timed) into where the time goes: the
+dense layers' matrix products (with their GFLOP/s, from the FLOP count of those products alone), attention's batched
+products, the dropout masks' random numbers, AdamW, the embedding table's dense gradient, and everything else.
 
     python bench/bench_model.py --threads 1 [--batch 32] [--tokens 50] [--boxes 36] [--repeats 9] [--adamw both|plain|fused] [--device cpu]
 """
 import argparse, statistics, time
-import torch
+import torch, torch.profiler
 import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
@@ -92,9 +95,10 @@ def interleaved_medians(fns, repeats, device):
     return wall, cpu, {k: [w for w, _ in v] for k, v in times.items()}
 
 
-def step_flops(step):
+def flop_counts(step):
+    "FLOPs of one call of `step`, by aten op: `mm` and `addmm` (the dense layers), `bmm` (attention's products), ..."
     with FlopCounterMode(display=False) as fc: step()
-    return fc.get_total_flops()
+    return {str(op).split(".")[-1]: n for op, n in fc.get_flop_counts()["Global"].items()}
 
 
 def matmul_gflops(device, n=2048, repeats=5):
@@ -112,6 +116,27 @@ def dropout_ms(shape, p, repeats, device, calls=20):
     for f in fns.values(): f()
     wall, _, _ = interleaved_medians(fns, repeats, device)
     return {k: t / calls * 1e3 for k, t in wall.items()}
+
+
+CATEGORIES = {"aten::mm": "dense layers (mm, addmm)", "aten::addmm": "dense layers (mm, addmm)",
+              "aten::bmm": "attention products (bmm)",
+              "aten::uniform_": "dropout random numbers", "aten::bernoulli_": "dropout random numbers"}   # self time
+SUBTREES = {"Optimizer.step#AdamW.step": "AdamW", "aten::embedding_dense_backward": "embedding-table gradient"}   # with children
+
+
+def time_breakdown(step, steps=5):
+    "Profiled CPU milliseconds per call of `step`, by category: `CATEGORIES` (ops' own time), `SUBTREES` (with their children), the rest."
+    with torch.profiler.profile() as prof:
+        for _ in range(steps): step()
+    events = prof.key_averages()
+    ms = {c: 0.0 for c in [*dict.fromkeys(CATEGORIES.values()), *SUBTREES.values()]}
+    for e in events:
+        if e.key in CATEGORIES: ms[CATEGORIES[e.key]] += e.self_cpu_time_total
+        if e.key in SUBTREES: ms[SUBTREES[e.key]] += e.cpu_time_total
+    total = sum(e.self_cpu_time_total for e in events)
+    ms["everything else"] = total - sum(ms.values())
+    ms["total (profiled)"] = total
+    return {k: v / steps / 1e3 for k, v in ms.items()}
 
 
 def main(argv=None):
@@ -147,7 +172,9 @@ def main(argv=None):
         for f in fns.values(): f(); f()
     step_t, step_cpu, step_all = interleaved_medians(steps, args.repeats, device)
     eval_t, eval_cpu, eval_all = interleaved_medians(evals, args.repeats, device)
-    flops = {k: step_flops(steps[k, adamws[0]]) for k in pooled}
+    counts = {k: flop_counts(steps[k, adamws[0]]) for k in pooled}        # the same whichever AdamW
+    flops = {k: sum(c.values()) for k, c in counts.items()}
+    dense = {k: (c.get("mm", 0) + c.get("addmm", 0), c.get("bmm", 0)) for k, c in counts.items()}
     mm = matmul_gflops(device)
     n_real = int(batch["attention_mask"].sum())
     drop = dropout_ms((n_real, config.hidden_size), config.hidden_dropout_prob, args.repeats, device)
@@ -168,7 +195,15 @@ def main(argv=None):
         print(f"HF/pooled_only per round, AdamW {a}: median {statistics.median(r):.2f}x, middle half "
               f"{r[len(r) // 4]:.2f}-{r[(3 * len(r)) // 4]:.2f}x, all {r[0]:.2f}-{r[-1]:.2f}x")
     print("all step times (s):", {" / ".join(k): [round(t, 2) for t in v] for k, v in step_all.items()})
-    return dict(step=step_t, step_cpu=step_cpu, eval=eval_t, eval_cpu=eval_cpu, flops=flops, dropout=drop)
+    split = {k: time_breakdown(steps[k, a]) for k in pooled}
+    print(f"where a training step's time goes (AdamW {a}; torch.profiler, ms per step, profiler overhead included):")
+    print(f"{'':30s}" + "".join(f"{k:>18s}" for k in pooled) + f"{'HF/pooled_only':>16s}")
+    for c in split["hf"]:
+        t = {k: split[k][c] for k in pooled}
+        print(f"{c:30s}" + "".join(f"{t[k]:16.0f}ms" for k in pooled) + (f"{t['hf'] / t['ours pooled_only']:15.2f}x" if t["ours pooled_only"] > 0 else ""))
+    print("dense layers' products: " + ", ".join(f"{k} {dense[k][0] / 1e9:.1f} GFLOP at {dense[k][0] / split[k]['dense layers (mm, addmm)'] / 1e6:.1f} GFLOP/s"
+                                                for k in pooled) + "; attention's: " + ", ".join(f"{k} {dense[k][1] / 1e9:.2f} GFLOP" for k in pooled))
+    return dict(step=step_t, step_cpu=step_cpu, eval=eval_t, eval_cpu=eval_cpu, flops=flops, dropout=drop, breakdown=split, dense_flops=dense)
 
 
 if __name__ == "__main__":
