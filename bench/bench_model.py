@@ -19,13 +19,14 @@ are measured: on a shared machine with --threads 1, CPU time does not count the 
 so it is the steadier figure of the work each step costs. The step's achieved GFLOP/s (FLOPs counted by torch.utils.flop_counter,
 per path) is printed next to a large float32 matmul's on the same machine, and chapter 02's dropout (a mask drawn
 with torch.rand) is timed against F.dropout (PyTorch's Bernoulli sampler) on one [real words, hidden] tensor.
-Last, torch.profiler splits a few more steps of each contender (the last AdamW timed) into where the time goes: the
-dense layers' matrix products (with their GFLOP/s, from the FLOP count of those products alone), attention's batched
-products, the dropout masks' random numbers, AdamW, the embedding table's dense gradient, and everything else.
+Last, torch.profiler splits five more steps of each contender (the last AdamW timed; alternating again) into where
+the time goes: the dense layers' matrix products (with their GFLOP/s, from the FLOP count of those products alone),
+attention's batched products, the dropout masks' random numbers, AdamW, the embedding table's dense gradient, the rest.
 
     python bench/bench_model.py --threads 1 [--batch 32] [--tokens 50] [--boxes 36] [--repeats 9] [--adamw both|plain|fused] [--device cpu]
 """
 import argparse, statistics, time
+from collections import Counter
 import torch, torch.profiler
 import torch.nn as nn
 import torch.nn.functional as F
@@ -124,19 +125,26 @@ CATEGORIES = {"aten::mm": "dense layers (mm, addmm)", "aten::addmm": "dense laye
 SUBTREES = {"Optimizer.step#AdamW.step": "AdamW", "aten::embedding_dense_backward": "embedding-table gradient"}   # with children
 
 
-def time_breakdown(step, steps=5):
-    "Profiled CPU milliseconds per call of `step`, by category: `CATEGORIES` (ops' own time), `SUBTREES` (with their children), the rest."
-    with torch.profiler.profile() as prof:
-        for _ in range(steps): step()
+def time_breakdown(step):
+    "Profiled CPU milliseconds of one call of `step`, by category: `CATEGORIES` (ops' own time), `SUBTREES` (with their children), the rest."
+    with torch.profiler.profile() as prof: step()
     events = prof.key_averages()
-    ms = {c: 0.0 for c in [*dict.fromkeys(CATEGORIES.values()), *SUBTREES.values()]}
+    us = {c: 0.0 for c in [*dict.fromkeys(CATEGORIES.values()), *SUBTREES.values()]}
     for e in events:
-        if e.key in CATEGORIES: ms[CATEGORIES[e.key]] += e.self_cpu_time_total
-        if e.key in SUBTREES: ms[SUBTREES[e.key]] += e.cpu_time_total
+        if e.key in CATEGORIES: us[CATEGORIES[e.key]] += e.self_cpu_time_total
+        if e.key in SUBTREES: us[SUBTREES[e.key]] += e.cpu_time_total
     total = sum(e.self_cpu_time_total for e in events)
-    ms["everything else"] = total - sum(ms.values())
-    ms["total (profiled)"] = total
-    return {k: v / steps / 1e3 for k, v in ms.items()}
+    us["everything else"] = total - sum(us.values())
+    us["total (profiled)"] = total
+    return {k: v / 1e3 for k, v in us.items()}
+
+
+def interleaved_breakdowns(fns, rounds):
+    "Each function's `time_breakdown`, alternating between them as the timings do; the mean over rounds (it keeps the sum)."
+    sums, names = {k: Counter() for k in fns}, list(fns)
+    for r in range(rounds):
+        for k in (names if r % 2 == 0 else names[::-1]): sums[k].update(time_breakdown(fns[k]))
+    return {k: {c: v / rounds for c, v in s.items()} for k, s in sums.items()}
 
 
 def main(argv=None):
@@ -195,7 +203,7 @@ def main(argv=None):
         print(f"HF/pooled_only per round, AdamW {a}: median {statistics.median(r):.2f}x, middle half "
               f"{r[len(r) // 4]:.2f}-{r[(3 * len(r)) // 4]:.2f}x, all {r[0]:.2f}-{r[-1]:.2f}x")
     print("all step times (s):", {" / ".join(k): [round(t, 2) for t in v] for k, v in step_all.items()})
-    split = {k: time_breakdown(steps[k, a]) for k in pooled}
+    split = interleaved_breakdowns({k: steps[k, a] for k in pooled}, rounds=5)
     print(f"where a training step's time goes (AdamW {a}; torch.profiler, ms per step, profiler overhead included):")
     print(f"{'':30s}" + "".join(f"{k:>18s}" for k in pooled) + f"{'HF/pooled_only':>16s}")
     for c in split["hf"]:

@@ -41,8 +41,16 @@ def test_flop_counts_dx_only_where_needed():
 
 @pytest.mark.parametrize("fused", [False, True])
 def test_time_breakdown_splits_the_whole_profile(fused):
-    split = bench_model.time_breakdown(tiny_step(attention=True, fused=fused), steps=2)
+    split = bench_model.time_breakdown(tiny_step(attention=True, fused=fused))
     parts = {k: v for k, v in split.items() if k != "total (profiled)"}
     assert set(parts) == {*bench_model.CATEGORIES.values(), *bench_model.SUBTREES.values(), "everything else"}
     assert all(v > 0 for v in parts.values()), split   # each category was seen, and nothing was counted twice
     assert sum(parts.values()) == pytest.approx(split["total (profiled)"])
+
+
+def test_interleaved_breakdowns_average_each_function_alone():
+    calls = []
+    fns = {"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}
+    split = bench_model.interleaved_breakdowns(fns, rounds=3)
+    assert calls == ["a", "b", "b", "a", "a", "b"]
+    assert set(split) == {"a", "b"} and all(v["total (profiled)"] >= 0 for v in split.values())
