@@ -139,6 +139,15 @@ def time_breakdown(step):
     return {k: v / 1e3 for k, v in us.items()}
 
 
+def category_flops(counts):
+    "FLOPs by op (`flop_counts`) → FLOPs by the `CATEGORIES` of `time_breakdown` that have any (dense layers, attention)."
+    out = {}
+    for op, n in counts.items():
+        c = CATEGORIES.get(f"aten::{op}")
+        if c: out[c] = out.get(c, 0) + n
+    return out
+
+
 def interleaved_breakdowns(fns, rounds):
     "Each function's `time_breakdown`, alternating between them as the timings do; the mean over rounds (it keeps the sum)."
     sums, names = {k: Counter() for k in fns}, list(fns)
@@ -182,7 +191,7 @@ def main(argv=None):
     eval_t, eval_cpu, eval_all = interleaved_medians(evals, args.repeats, device)
     counts = {k: flop_counts(steps[k, adamws[0]]) for k in pooled}        # the same whichever AdamW
     flops = {k: sum(c.values()) for k, c in counts.items()}
-    dense = {k: (c.get("mm", 0) + c.get("addmm", 0), c.get("bmm", 0)) for k, c in counts.items()}
+    by_category = {k: category_flops(c) for k, c in counts.items()}
     mm = matmul_gflops(device)
     n_real = int(batch["attention_mask"].sum())
     drop = dropout_ms((n_real, config.hidden_size), config.hidden_dropout_prob, args.repeats, device)
@@ -198,9 +207,9 @@ def main(argv=None):
           + f"; {2048}^3 float32 matmul: {mm:.1f} GFLOP/s")
     print(f"dropout mask, [{n_real}, {config.hidden_size}] p={config.hidden_dropout_prob}: ours (torch.rand) {drop['ours']:.2f} ms, "
           f"F.dropout {drop['F.dropout']:.2f} ms per call ({drop['F.dropout'] / drop['ours']:.2f}x)")
-    for a in adamws:                                # the ratio within each round: the machine's drifts cancel
-        r = sorted(h / o for h, o in zip(step_all["hf", a], step_all["ours pooled_only", a]))
-        print(f"HF/pooled_only per round, AdamW {a}: median {statistics.median(r):.2f}x, middle half "
+    for opt in adamws:                              # the ratio within each round: the machine's drifts cancel
+        r = sorted(h / o for h, o in zip(step_all["hf", opt], step_all["ours pooled_only", opt]))
+        print(f"HF/pooled_only per round, AdamW {opt}: median {statistics.median(r):.2f}x, middle half "
               f"{r[len(r) // 4]:.2f}-{r[(3 * len(r)) // 4]:.2f}x, all {r[0]:.2f}-{r[-1]:.2f}x")
     print("all step times (s):", {" / ".join(k): [round(t, 2) for t in v] for k, v in step_all.items()})
     split = interleaved_breakdowns({k: steps[k, a] for k in pooled}, rounds=5)
@@ -209,9 +218,10 @@ def main(argv=None):
     for c in split["hf"]:
         t = {k: split[k][c] for k in pooled}
         print(f"{c:30s}" + "".join(f"{t[k]:16.0f}ms" for k in pooled) + (f"{t['hf'] / t['ours pooled_only']:15.2f}x" if t["ours pooled_only"] > 0 else ""))
-    print("dense layers' products: " + ", ".join(f"{k} {dense[k][0] / 1e9:.1f} GFLOP at {dense[k][0] / split[k]['dense layers (mm, addmm)'] / 1e6:.1f} GFLOP/s"
-                                                for k in pooled) + "; attention's: " + ", ".join(f"{k} {dense[k][1] / 1e9:.2f} GFLOP" for k in pooled))
-    return dict(step=step_t, step_cpu=step_cpu, eval=eval_t, eval_cpu=eval_cpu, flops=flops, dropout=drop, breakdown=split, dense_flops=dense)
+    for c in by_category["hf"]:                     # the categories that do FLOPs: their rate
+        print(f"{c}: " + ", ".join(f"{k} {by_category[k].get(c, 0) / 1e9:.2f} GFLOP at {by_category[k].get(c, 0) / split[k][c] / 1e6:.1f} GFLOP/s"
+                                   for k in pooled))
+    return dict(step=step_t, step_cpu=step_cpu, eval=eval_t, eval_cpu=eval_cpu, flops=flops, dropout=drop, breakdown=split, category_flops=by_category)
 
 
 if __name__ == "__main__":

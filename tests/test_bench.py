@@ -22,13 +22,13 @@ def tiny_step(attention=False, fused=False):
     return step
 
 
-def dense(counts): return counts.get("mm", 0) + counts.get("addmm", 0)
+def dense(counts): return bench_model.category_flops(counts)["dense layers (mm, addmm)"]
 
 
 def test_flop_counts_by_op():
     counts = bench_model.flop_counts(tiny_step())
     assert dense(counts) == 3 * (2 * 5 * 8 * 4)   # forward x Wᵀ; backward dW = dyᵀ x and, for the embedding's gradient, dx = dy W
-    assert "bmm" not in counts
+    assert "bmm" not in counts and set(bench_model.category_flops(counts)) == {"dense layers (mm, addmm)"}
     counts = bench_model.flop_counts(tiny_step(attention=True))
     assert counts["bmm"] == 3 * (2 * 5 * 4 * 5)    # forward h hᵀ and its two gradients
 
