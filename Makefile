@@ -5,11 +5,14 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 ARCH := $(shell uname -m)
-# torch and torchvision builds that import together (x86_64: CUDA build, runs on CPU too; aarch64: CPU build)
+# torch and torchvision builds that import together (x86_64: CUDA build, runs on CPU too; aarch64: CPU build).
+# --no-cache-dir: the CUDA build's ~3 GB of nvidia wheels come from PyPI; a cached copy would double the disk it needs.
 ifeq ($(ARCH),aarch64)
 TORCH := torch==2.9.1 torchvision==0.24.1
+VENV_MB := 1000  # disk a new .venv takes, in MB (seen: 723 MB)
 else
 TORCH := torch==2.14.1 torchvision==0.29.1
+VENV_MB := 6000  # disk a new .venv takes, in MB (seen: 6.0 GB)
 endif
 OUT ?= runs/demo
 
@@ -18,10 +21,11 @@ OUT ?= runs/demo
 setup: $(STAMP)
 
 $(STAMP): settings.ini setup.py pyproject.toml
+	@test -x $(BIN)/python || tools/check_disk.sh $(VENV_MB)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q $(TORCH)
-	$(BIN)/python -m pip install -q -e ".[dev]"
+	$(BIN)/python -m pip install -q --no-cache-dir --upgrade pip
+	$(BIN)/python -m pip install -q --no-cache-dir $(TORCH)
+	$(BIN)/python -m pip install -q --no-cache-dir -e ".[dev]"
 	touch $@
 
 ## The main job: the whole course pipeline end to end on the built-in toy data, offline.
