@@ -6,13 +6,14 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 ARCH := $(shell uname -m)
 # torch and torchvision builds that import together (x86_64: CUDA build, runs on CPU too; aarch64: CPU build).
+# VENV_MB: the disk a new .venv takes, in MB (seen: 6.0 GB on x86_64, 723 MB on aarch64).
 # --no-cache-dir: the CUDA build's ~3 GB of nvidia wheels come from PyPI; a cached copy would double the disk it needs.
 ifeq ($(ARCH),aarch64)
 TORCH := torch==2.9.1 torchvision==0.24.1
-VENV_MB := 1000  # disk a new .venv takes, in MB (seen: 723 MB)
+VENV_MB := 1000
 else
 TORCH := torch==2.14.1 torchvision==0.29.1
-VENV_MB := 6000  # disk a new .venv takes, in MB (seen: 6.0 GB)
+VENV_MB := 6000
 endif
 OUT ?= runs/demo
 
