@@ -60,9 +60,12 @@ def merge_heads(x):
 
 # %% ../nbs/02_attention.ipynb #73b81fce
 def as_additive_mask(mask, dtype=torch.float32):
-    "None, a keep-mask `[B,S]` (1 = real), or an already additive mask `[B,1,1,S]` → additive mask `[B,1,1,S]` or None."
-    if mask is None or mask.dim() == 4: return mask if mask is None else mask.to(dtype)
+    """None, a keep-mask `[B,S]` (1 = real), a boolean keep-mask `[B,1,1,S]` (True = real) or an already additive mask
+    `[B,1,1,S]` → additive mask `[B,1,1,S]` in `dtype`, or None."""
+    if mask is None: return None
     if mask.dim() == 2: return additive_mask(mask, dtype)
+    if mask.dim() == 4 and mask.dtype == torch.bool: return (~mask).to(dtype) * torch.finfo(dtype).min
+    if mask.dim() == 4: return mask.to(dtype).clamp_min(torch.finfo(dtype).min)   # float32's min is -inf in (b)float16
     raise ValueError(f"context_mask must be [batch, keys] (1 = real, 0 = padding) or an additive [batch, 1, 1, keys] mask, got shape {tuple(mask.shape)}")
 
 class MultiHeadAttention(nn.Module):

@@ -111,10 +111,15 @@ def read_karpathy_json(path, splits=None) -> list[CaptionRecord]:
         where = f"{path}: images[{i}]"
         try: name, split, sentences = im["filename"], im["split"], im["sentences"]
         except (KeyError, TypeError): raise ValueError(f"{where}: needs 'filename', 'split' and 'sentences'") from None
+        if not isinstance(name, str) or not isinstance(sentences, list):
+            raise ValueError(f"{where}: 'filename' must be a string and 'sentences' a list, got {name!r} and {type(sentences).__name__}")
         check_image_name(name, where)
         split = "train" if split == "restval" else split   # COCO's 'restval' is training data
         for n, s in enumerate(sentences):
-            text = (s.get("raw") or " ".join(s.get("tokens", []))).strip()
+            raw, tokens = (s.get("raw"), s.get("tokens", [])) if isinstance(s, dict) else (None, None)
+            if not isinstance(raw, (str, type(None))) or not isinstance(tokens, list) or not all(isinstance(t, str) for t in tokens):
+                raise ValueError(f"{where}: sentence {n} must be {{'raw': text}} or {{'tokens': [words]}}, got {str(s)[:80]}")
+            text = (raw or " ".join(tokens)).strip()
             if not text: raise ValueError(f"{where}: sentence {n} is empty")
             records.append(CaptionRecord(name, text, n, split))
     if splits is not None: records = [r for r in records if r.split in set(splits)]

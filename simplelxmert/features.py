@@ -12,9 +12,9 @@ from pathlib import Path
 __all__ = ['COLORS', 'SHAPES', 'SIZES', 'RGB', 'BACKGROUND', 'SIZE_RANGE', 'IMAGENET_MEAN', 'IMAGENET_STD', 'EXTRACTORS',
            'ShapeObject', 'Scene', 'sample_scene', 'draw_scene', 'atomic_write', 'atomic_write_text',
            'generate_shapes_world', 'load_scenes', 'RegionFeatures', 'FeatureStore', 'FeatureStoreWriter', 'load_image',
-           'pad_regions', 'normalized_pixels', 'PixelRoIExtractor', 'find_shapes', 'frcnn_weights_file', 'build_frcnn',
-           'FasterRCNNExtractor', 'show_regions', 'make_extractor', 'list_images', 'extract_features', 'extract_cli',
-           'feature_stats', 'linear_probe']
+           'pad_regions', 'whole_image_box', 'normalized_pixels', 'PixelRoIExtractor', 'find_shapes',
+           'frcnn_weights_file', 'build_frcnn', 'FasterRCNNExtractor', 'show_regions', 'make_extractor', 'list_images',
+           'extract_features', 'extract_cli', 'feature_stats', 'linear_probe']
 
 # %% ../nbs/00_features.ipynb #a50f5ad0
 import numpy as np
@@ -67,6 +67,9 @@ def sample_scene(rng: np.random.Generator, index: int, image_size=128, min_objec
     "Draw one scene's objects (no pixels yet): unique (colour, shape) pairs, non-overlapping integer boxes."
     if not 1 <= min_objects <= max_objects <= len(COLORS) * len(SHAPES):
         raise ValueError(f"need 1 <= min_objects <= max_objects <= {len(COLORS) * len(SHAPES)}, got {min_objects}, {max_objects}")
+    largest = max(3, round(max(hi for _, hi in SIZE_RANGE.values()) * image_size))   # the largest object's side, px
+    if image_size < largest + 2 * gap:
+        raise ValueError(f"image_size={image_size} cannot hold a {largest}px object {gap}px away from the border: use a larger image_size")
     for _ in range(100):
         n = int(rng.integers(min_objects, max_objects + 1))
         pairs = rng.choice(len(COLORS) * len(SHAPES), size=n, replace=False)
@@ -84,7 +87,7 @@ def sample_scene(rng: np.random.Generator, index: int, image_size=128, min_objec
         if len(objs) == n:
             image_id = f"shapes_{index:06d}"
             return Scene(image_id, f"{image_id}.png", image_size, image_size, objs)
-    raise ValueError(f"could not place {max_objects} objects in a {image_size}px image: use a larger image_size or fewer objects")
+    raise ValueError(f"could not place {n} objects in a {image_size}px image: use a larger image_size or fewer objects")
 
 # %% ../nbs/00_features.ipynb #b2719d68
 def draw_scene(scene: Scene) -> Image.Image:
@@ -156,10 +159,10 @@ _DATA = {"feats": ("feats.f32", np.float32), "boxes": ("boxes.f32", np.float32),
 def _row_shapes(k: int, dim: int) -> dict: return {"feats": (k, dim), "boxes": (k, 4), "mask": (k,)}
 
 def _committed_ids(path: Path) -> list[str]:
-    "Ids of the complete lines of `index.txt` (a line cut short by a crash is not an entry)."
+    "Ids of the complete lines of `index.txt` (a line cut short by a crash is not an entry, even mid-character)."
     f = path/"index.txt"
     if not f.exists(): return []
-    return f.read_bytes().decode("utf-8").split("\n")[:-1]
+    return [line.decode("utf-8") for line in f.read_bytes().split(b"\n")[:-1]]
 
 def _read_info(path: Path) -> dict:
     f = path/"meta.json"
@@ -212,15 +215,15 @@ class FeatureStoreWriter:
         self.path, self.k, self.dim = Path(path), int(k), int(dim)
         self.meta, self.commit_every = json.loads(json.dumps(meta or {})), commit_every
         self._shapes = _row_shapes(self.k, self.dim)
+        self.path.mkdir(parents=True, exist_ok=True)
+        self._lock()                                   # before meta.json: two writers never create one store twice
         if (self.path/"meta.json").exists():
             info = _read_info(self.path)
             if (info["k"], info["dim"], info["meta"]) != (self.k, self.dim, self.meta):
                 raise ValueError(f"the store {self.path} was created with k={info['k']}, dim={info['dim']}, meta={info['meta']}; "
                                  f"now k={self.k}, dim={self.dim}, meta={self.meta}. Use another STORE path, or delete this one to start over.")
         else:
-            self.path.mkdir(parents=True, exist_ok=True)
             atomic_write_text(self.path/"meta.json", json.dumps({"format": "simplelxmert-features", "version": 1, "k": self.k, "dim": self.dim, "meta": self.meta}, indent=1))
-        self._lock()
         ids = _committed_ids(self.path)
         self.done, self._pending = set(ids), []
         n = len(ids)  # resume: cut everything written after the last committed entry
@@ -246,6 +249,7 @@ class FeatureStoreWriter:
         r = RegionFeatures(feats, boxes, mask)
         if r.feats.shape != (self.k, self.dim): raise ValueError(f"{image_id}: feats shape {r.feats.shape}, the store expects {(self.k, self.dim)}")
         if not np.isfinite(r.feats).all(): raise ValueError(f"{image_id}: feats contain NaN or inf")
+        if not r.mask.any(): raise ValueError(f"{image_id}: no real region (mask all False); give the image at least one box, e.g. the whole image")
         if not ((r.boxes >= 0) & (r.boxes <= 1)).all(): raise ValueError(f"{image_id}: boxes must be normalized to [0, 1] ([x1/W, y1/H, x2/W, y2/H])")
         for name, arr in (("feats", r.feats), ("boxes", r.boxes), ("mask", r.mask.astype(np.uint8))):
             self._files[name].write(np.ascontiguousarray(arr).tobytes())
@@ -295,6 +299,11 @@ def pad_regions(feats, boxes_px, size, k: int) -> RegionFeatures:
     out.boxes[:n] = np.clip(boxes_px / np.array([w, h, w, h], np.float32), 0, 1)
     return out
 
+def whole_image_box(size) -> np.ndarray:
+    "The one region of an image in which nothing was found (or given): the whole image, `[[0, 0, W, H]]` in pixels."
+    w, h = size
+    return np.array([[0, 0, w, h]], np.float32)
+
 def _check_boxes(boxes, n_images):
     if boxes is None: return [None] * n_images
     if len(boxes) != n_images: raise ValueError(f"got {len(boxes)} box lists for {n_images} images")
@@ -330,6 +339,7 @@ class PixelRoIExtractor:
         for image, b in zip(images, _check_boxes(boxes, len(images))):
             image = load_image(image)
             b = (find_shapes(image) if b is None else b)[:self.k]   # no boxes given: find the ShapesWorld objects
+            if not len(b): b = whole_image_box(image.size)             # nothing found or given: the whole image
             f = roi_align(normalized_pixels(image)[None], [torch.from_numpy(b)], output_size=self.output_size, sampling_ratio=2, aligned=True)
             out.append(pad_regions(f.flatten(1).numpy(), b, image.size, self.k))   # [N, 3*s*s]
         return out
@@ -345,7 +355,8 @@ def find_shapes(image, background=BACKGROUND, tol: int = 40, min_pixels: int = 6
         if torch.equal(grown, labels): break
         labels = grown
     boxes = []
-    for lab in labels.unique()[1:]:
+    labs = labels.unique()
+    for lab in labs[labs > 0]:                   # 0 is the background (absent when the blobs fill the image)
         ys, xs = torch.nonzero(labels == lab, as_tuple=True)
         if len(ys) >= min_pixels: boxes.append([xs.min().item(), ys.min().item(), xs.max().item() + 1, ys.max().item() + 1])
     return np.array(sorted(boxes), dtype=np.float32).reshape(-1, 4)
@@ -430,6 +441,8 @@ class FasterRCNNExtractor:
                 proposals, _ = m.rpn(ImageList(batch, sizes), features)
                 dets, _ = m.roi_heads(features, proposals, sizes)
                 kept = [d["boxes"][nms(d["boxes"], d["scores"], self.nms_thresh)[:self.k]] for d in dets]  # nms keeps score order
+            kept = [b if len(b) else torch.from_numpy(whole_image_box(images[i].size)).to(self.device) * sc   # nothing: the whole image
+                    for i, b, sc in zip(idx, kept, scales)]
             feats = m.roi_heads.box_head(m.roi_heads.box_roi_pool(features, kept, sizes))   # [sum N, 1024]
             for i, b, f, sc in zip(idx, kept, feats.split([len(b) for b in kept]), scales):
                 out[i] = pad_regions(f.cpu().numpy(), (b / sc).cpu().numpy(), images[i].size, self.k)
@@ -465,14 +478,26 @@ def make_extractor(meta_or_name="frcnn", k: int | None = None, device=None, **kw
     return EXTRACTORS[name](**params, **kwargs, device=device)
 
 # %% ../nbs/00_features.ipynb #fb4ad7d2
+def _parse_boxes(value, where: str) -> np.ndarray:
+    "One image's entry of a boxes file: a list of `[x1, y1, x2, y2]` in pixels → `[N, 4]` float32, or a clear error."
+    try: b = np.asarray(value, np.float32)
+    except (TypeError, ValueError): b = None
+    if b is not None and b.size == 0: return np.zeros((0, 4), np.float32)
+    if b is None or b.ndim != 2 or b.shape[1] != 4 or not np.isfinite(b).all() or not ((b[:, 2] > b[:, 0]) & (b[:, 3] > b[:, 1])).all():
+        raise ValueError(f"{where}: expected a list of [x1, y1, x2, y2] boxes in pixels with x2 > x1 and y2 > y1, got {str(value)[:80]}")
+    return b
+
 def _load_boxes(boxes) -> dict | None:
-    if boxes is None or isinstance(boxes, dict): return boxes
-    path = Path(boxes)
-    if not path.exists(): raise FileNotFoundError(f"boxes file {path} not found (expected JSON {{file: [[x1, y1, x2, y2], ...]}} in pixels)")
-    try: d = json.loads(path.read_text())
-    except json.JSONDecodeError as e: raise ValueError(f"boxes file {path} is not valid JSON: {e}") from None
-    if not isinstance(d, dict): raise ValueError(f"boxes file {path}: expected a JSON object {{file: [[x1, y1, x2, y2], ...]}}")
-    return d
+    "None, a dict or a `boxes.json` path → `{file or id: [N, 4] pixel boxes}`, every entry checked (named in the error)."
+    if boxes is None: return None
+    source = "boxes"
+    if not isinstance(boxes, dict):
+        path = source = Path(boxes)
+        if not path.exists(): raise FileNotFoundError(f"boxes file {path} not found (expected JSON {{file: [[x1, y1, x2, y2], ...]}} in pixels)")
+        try: boxes = json.loads(path.read_text())
+        except json.JSONDecodeError as e: raise ValueError(f"boxes file {path} is not valid JSON: {e}") from None
+        if not isinstance(boxes, dict): raise ValueError(f"boxes file {path}: expected a JSON object {{file: [[x1, y1, x2, y2], ...]}}")
+    return {key: _parse_boxes(value, f"{source}: {key}") for key, value in boxes.items()}
 
 def list_images(images_dir) -> list[Path]:
     "Every visible regular file directly in `images_dir`, sorted (non-images are reported later, not silently dropped)."
@@ -485,8 +510,9 @@ def extract_features(images_dir, store_path, k: int | None = None, batch_size: i
                      device=None, extractor="frcnn", progress: bool = True, **extractor_kwargs) -> dict:
     "Extract every image of `images_dir` into the store at `store_path` (resumable); return a summary."
     from tqdm.auto import tqdm
+    if k is not None and k < 1 or batch_size < 1: raise ValueError(f"k and batch_size must be at least 1, got k={k}, batch_size={batch_size}")
     boxes = _load_boxes(boxes)
-    if k is None: k = max((len(b) for b in boxes.values()), default=1) if boxes else 36
+    if k is None: k = max(1, *(len(b) for b in boxes.values())) if boxes else 36
     if isinstance(extractor, str):
         if extractor == "frcnn": extractor_kwargs["weights"] = weights
         extractor = make_extractor(extractor, k=k, device=device, **extractor_kwargs)
@@ -533,6 +559,8 @@ def extract_cli(argv=None):
     p.add_argument("--max-size", type=int, default=1333, help="frcnn: cap on the longer side (default 1333)")
     p.add_argument("--score-thresh", type=float, default=None, help="frcnn: minimum detection score (default 0.2; 0 with random weights)")
     a = p.parse_args(argv)
+    for flag, value in (("--k", a.k), ("--batch-size", a.batch_size)):
+        if value is not None and value < 1: p.error(f"{flag} must be at least 1, got {value}")
     kw = {"min_size": a.min_size, "max_size": a.max_size, "score_thresh": a.score_thresh} if a.extractor == "frcnn" else {}
     try:
         s = extract_features(a.images_dir, a.store, k=a.k, batch_size=a.batch_size, boxes=a.boxes, weights=a.weights, device=a.device, extractor=a.extractor, **kw)

@@ -59,6 +59,16 @@ def test_karpathy_reader(tmp_path):
     (tmp_path/"bad.json").write_text(json.dumps({"images": [{"filename": "1.jpg"}]}))
     with pytest.raises(ValueError, match=r"images\[0\]"): read_karpathy_json(tmp_path/"bad.json")
 
+@pytest.mark.parametrize("image, message", [
+    ({"filename": "1.jpg", "split": "train", "sentences": ["a dog"]}, r"images\[0\]: sentence 0 must be"),
+    ({"filename": "1.jpg", "split": "train", "sentences": [{"raw": 5}]}, r"images\[0\]: sentence 0 must be"),
+    ({"filename": "1.jpg", "split": "train", "sentences": [{"tokens": "a dog"}]}, r"images\[0\]: sentence 0 must be"),
+    ({"filename": "1.jpg", "split": "train", "sentences": None}, r"images\[0\]: 'filename' must be a string and 'sentences' a list"),
+    ({"filename": 123, "split": "train", "sentences": []}, r"images\[0\]: 'filename' must be a string")])
+def test_karpathy_reader_names_a_malformed_entry(tmp_path, image, message):
+    (tmp_path/"bad.json").write_text(json.dumps({"images": [image]}))
+    with pytest.raises(ValueError, match=message): read_karpathy_json(tmp_path/"bad.json")
+
 @pytest.mark.parametrize("name", ["../x.jpg", "/etc/x.jpg", "a/../../x.jpg", "..", "C:\\x.jpg"])
 def test_image_names_never_escape(tmp_path, name):
     (tmp_path/"r.csv").write_text(f"image_name| comment_number| comment\n{name}| 0| A cat .\n")

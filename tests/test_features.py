@@ -69,7 +69,7 @@ def rec(rng, k=6, dim=5, n=3):
 
 def test_store_roundtrip_mask_and_memmap(tmp_path):
     rng = np.random.default_rng(0)
-    recs = {f"a{i}": rec(rng, n=i % 7) for i in range(20)}
+    recs = {f"a{i}": rec(rng, n=1 + i % 6) for i in range(20)}
     with FeatureStoreWriter(tmp_path / "s", 6, 5, {"extractor": "x"}, commit_every=7) as w:
         for i, r in recs.items(): w.add(i, r.feats, r.boxes, r.mask)
     s = FeatureStore(tmp_path / "s")
@@ -114,6 +114,7 @@ def test_store_errors(tmp_path):
         with pytest.raises(ValueError, match="normalized"): w.add("x", np.zeros((2, 3)), np.full((2, 4), 1.5), np.ones(2))
         with pytest.raises(ValueError, match="NaN"): w.add("x", np.full((2, 3), np.nan), np.zeros((2, 4)), np.ones(2))
         with pytest.raises(ValueError, match="newline"): w.add("x\ny", np.zeros((2, 3)), np.zeros((2, 4)), np.ones(2))
+        with pytest.raises(ValueError, match="no real region"): w.add("x", np.zeros((2, 3)), np.zeros((2, 4)), np.zeros(2))
         with pytest.raises(RuntimeError, match="another process"): FeatureStoreWriter(tmp_path / "s", 2, 3, {"a": 1})
         w.add("x", np.zeros((2, 3)), np.zeros((2, 4)), np.ones(2))
         with pytest.raises(ValueError, match="already"): w.add("x", np.zeros((2, 3)), np.zeros((2, 4)), np.ones(2))
