@@ -192,7 +192,7 @@ while step < a.steps and not out_of_time():
                 words, pred = labels[labels != -100], scores.pop("last").argmax(-1)
                 for k, c in cats.items():
                     m = torch.isin(words, c); mlm_hits[k][0] += int((pred[m] == words[m]).sum()); mlm_hits[k][1] += int(m.sum())
-        else: logits, mlm_loss = model(**x), torch.zeros(())
+        else: logits, mlm_loss = model(**x, pooled_only=not a.obj), torch.zeros(())   # the object loss reads the vision output
         obj_loss = torch.zeros(())
         if a.obj > 0 and obj_mask.any():
             obj_loss = nn.functional.smooth_l1_loss(model.obj_head(vision["out"][obj_mask]), obj_target); obj_hist.append(obj_loss.item())

@@ -11,9 +11,9 @@ __all__ = ['TOY_CHECKPOINT', 'CHECKPOINT_FILES', 'NOT_RECIPE', 'FALLBACK_RECIPE'
            'show_word_attention', 'show_matrix', 'box_names', 'grounding', 'recall_at_k', 'TextBank', 'VisionBank',
            'cross_projections', 'caption_batch', 'region_batch', 'encode_texts', 'encode_images', 'match_pooled',
            'pair_batches', 'cached_pair_scores', 'cached_scores', 'naive_scores', 'retrieval_banks', 'retrieval_eval',
-           'mean_pool', 'DualEncoder', 'fit_dual_encoder', 'rerank', 'rerank_recall', 'pair_logits', 'itm_accuracy',
-           'predict_cli', 'recipe_of', 'recipe_argv', 'short_run_recipe', 'training_progress', 'demo_parser', 'demo',
-           'demo_cli']
+           'mean_pool', 'DualEncoder', 'distinct_image_batch', 'fit_dual_encoder', 'rerank', 'rerank_recall',
+           'pair_logits', 'itm_accuracy', 'predict_cli', 'recipe_of', 'recipe_argv', 'short_run_recipe',
+           'training_progress', 'demo_parser', 'demo', 'demo_cli']
 
 # %% ../nbs/05_inference.ipynb #2a185421
 import argparse, json, os, re, sys, time
@@ -24,7 +24,7 @@ import matplotlib.pyplot as plt
 from matplotlib.patches import Rectangle
 from PIL import Image
 import simplelxmert
-from .features import RegionFeatures, FeatureStore, load_image, make_extractor, load_scenes
+from .features import _parse_boxes, RegionFeatures, FeatureStore, load_image, make_extractor, load_scenes
 from .dataset import (encode_captions, collate_itm, load_tokenizer, image_id, parse_caption, find_object,
                                   make_toy_data, make_eval_pairs, ITMPairDataset, ObjectRef, SHAPE_WORDS)
 from .training import ITMModel, default_device, read_config, train_cli, train_parser, write_json
@@ -329,6 +329,9 @@ class VisionBank:
 
 def cross_projections(lxmert, x) -> tuple:
     "Queries, keys and values `[B,H,S,d]` of `x` in the first cross layer's (shared) cross-attention."
+    if not len(lxmert.encoder.x_layers):
+        raise ValueError("cached retrieval runs the cross layers on cached streams, and this model has none (x_layers=0): "
+                         "score its pairs with the model itself (naive_scores, Predictor.score)")
     mha = lxmert.encoder.x_layers[0].visual_attention.att
     return tuple(split_heads(proj(x), mha.heads).contiguous() for proj in (mha.query, mha.key, mha.value))
 
@@ -457,6 +460,12 @@ class DualEncoder:
         v = F.normalize(mean_pool(vision.vis, vision.mask) @ self.W.to(vision.vis), dim=-1)
         return (v @ F.normalize(mean_pool(text.lang, text.mask), dim=-1).T).float().cpu().numpy()
 
+def distinct_image_batch(gt, batch_size: int, g: torch.Generator) -> np.ndarray:
+    "Caption indices of a batch of up to `batch_size` random images, one random caption each (`gt[caption]` = its image)."
+    perm = torch.randperm(len(gt), generator=g).numpy()
+    caps = perm[np.unique(gt[perm], return_index=True)[1]]                 # one random caption per image (image order)
+    return caps[torch.randperm(len(caps), generator=g).numpy()][:batch_size]   # the images in random order
+
 def fit_dual_encoder(text: TextBank, vision: VisionBank, gt, steps: int = 300, batch_size: int = 128, tau: float = 0.05,
                      lr: float = 1e-2, seed: int = 0) -> DualEncoder:
     """Fit `W` (from the identity) with the symmetric contrastive loss on batches of up to `batch_size` distinct images,
@@ -467,8 +476,7 @@ def fit_dual_encoder(text: TextBank, vision: VisionBank, gt, steps: int = 300, b
     W = torch.eye(V.shape[1], requires_grad=True); opt = torch.optim.Adam([W], lr=lr)
     with torch.enable_grad():
         for _ in range(steps):
-            perm = torch.randperm(len(L), generator=g).numpy()
-            caps = perm[np.unique(gt[perm], return_index=True)[1]][:batch_size]   # one random caption per image
+            caps = distinct_image_batch(gt, batch_size, g)
             s = F.normalize(V[gt[caps]] @ W, dim=-1) @ L[caps].T / tau           # [B, B], matches on the diagonal
             target = torch.arange(len(caps))
             loss = (F.cross_entropy(s, target) + F.cross_entropy(s.T, target)) / 2
@@ -524,7 +532,11 @@ def predict_cli(argv=None):
     a = p.parse_args(argv)
     try:
         boxes = None
-        if a.boxes: boxes = json.loads(Path(a.boxes).read_text() if Path(a.boxes).is_file() else a.boxes)
+        if a.boxes:                           # JSON on the command line, or a JSON file
+            text = a.boxes if a.boxes.lstrip().startswith("[") else Path(a.boxes).read_text()
+            try: boxes = _parse_boxes(json.loads(text), "--boxes")
+            except json.JSONDecodeError as e:
+                raise ValueError(f"--boxes is not valid JSON ({e}): give '[[x1, y1, x2, y2], ...]' in pixels, or a file holding that") from None
         pred = Predictor.from_pretrained(a.checkpoint, device=a.device)
         scores = pred.score(a.image, a.captions, boxes=boxes, batch_size=a.batch_size)
     except (OSError, ValueError) as e:        # bad checkpoint, unreadable image, bad boxes: a message, not a traceback

@@ -83,11 +83,14 @@ class ITMModel(nn.Module):
         self.register_buffer("feat_std", std, persistent=False)
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None, visual_feats=None, visual_pos=None,
-                visual_mask=None, mlm_labels=None):
-        "Match logits `[B]`; with `mlm_labels` `[B,T]` (-100 where no word is to be predicted): (logits, masked-LM loss)."
+                visual_mask=None, mlm_labels=None, pooled_only: bool | None = None):
+        """Match logits `[B]`; with `mlm_labels` `[B,T]` (-100 where no word is to be predicted): (logits, masked-LM loss).
+        `pooled_only` (chapter 03's path; default: when there are no `mlm_labels`): False runs every layer in full."""
+        if pooled_only is None: pooled_only = mlm_labels is None
+        if pooled_only and mlm_labels is not None: raise ValueError("the masked LM reads every word: pooled_only=True cannot go with mlm_labels")
         vf = (visual_feats - self.feat_mean) / self.feat_std  # [B,K,D]
-        out = self.lxmert(input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
-                          visual_feats=vf, visual_pos=visual_pos, visual_mask=visual_mask)
+        out = self.lxmert(input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids, visual_feats=vf,
+                          visual_pos=visual_pos, visual_mask=visual_mask, pooled_only=pooled_only)
         logits = self.head(out.pooled_output)  # [B,1] or [B,2]
         logits = logits[:, 0] if self.head_type == "bce" else logits[:, 1] - logits[:, 0]  # [B]
         return logits if mlm_labels is None else (logits, self.mlm_loss(out.language_output, mlm_labels))
@@ -369,26 +372,29 @@ def dist_info() -> tuple[int, int]:
 
 
 def save_training_state(out_dir, model, optimizer, scheduler, scaler, step, history, elapsed, tokenizer=None, extra=None):
-    "A resumable checkpoint: the model files, then `history.json`, then `trainer_state.pt` (written last)."
+    """A resumable checkpoint: the model files, then `history.json`, then `trainer_state.pt` (written last), which holds
+    everything a resume reads, the weights included: a crash between two files never leaves a run that cannot resume."""
     out = Path(out_dir)
     model.save_pretrained(out, tokenizer=tokenizer, extra=extra, step=step)
     write_json(out / HISTORY_NAME, history)
-    state = dict(step=step, elapsed=elapsed, optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
-                 scaler=scaler.state_dict(), rng=get_rng_state(), history=history)
+    state = dict(step=step, elapsed=elapsed, model=model.state_dict(), optimizer=optimizer.state_dict(),
+                 scheduler=scheduler.state_dict(), scaler=scaler.state_dict(), rng=get_rng_state(), history=history)
     atomic_write(out / STATE_NAME, lambda t: torch.save(state, t))
 
 
 def load_training_state(out_dir, model, optimizer, scheduler, scaler) -> dict:
-    "Load weights and trainer state saved by `save_training_state`; checks both belong to the same step."
+    "Load weights and trainer state saved by `save_training_state`, all from `trainer_state.pt`."
     out = Path(out_dir)
     state = torch.load(out / STATE_NAME, map_location="cpu", weights_only=False)
-    from safetensors import safe_open
-    with safe_open(str(out / WEIGHTS_NAME), "pt") as f: wstep = int(f.metadata().get("step", -1))
-    if wstep != state["step"]:
-        raise RuntimeError(f"{out}: {WEIGHTS_NAME} is from step {wstep} but {STATE_NAME} from step {state['step']} "
-                           f"(a save was interrupted); cannot resume exactly — start a new run or remove --resume")
-    dev = next(model.parameters()).device
-    model.load_state_dict(load_file(str(out / WEIGHTS_NAME), device=str(dev)))
+    if "model" in state: weights = state["model"]  # the weights of the state's own step
+    else:                                          # a checkpoint from before the weights were in the state
+        from safetensors import safe_open
+        with safe_open(str(out / WEIGHTS_NAME), "pt") as f: wstep = int(f.metadata().get("step", -1))
+        if wstep != state["step"]:
+            raise RuntimeError(f"{out}: {WEIGHTS_NAME} is from step {wstep} but {STATE_NAME} from step {state['step']} "
+                               f"(a save was interrupted); cannot resume exactly — start a new run or remove --resume")
+        weights = load_file(str(out / WEIGHTS_NAME))
+    model.load_state_dict(weights)
     optimizer.load_state_dict(state["optimizer"]); scheduler.load_state_dict(state["scheduler"])
     scaler.load_state_dict(state["scaler"]); set_rng_state(state["rng"])
     return state
@@ -425,7 +431,8 @@ def train(model: ITMModel, train_ds, cfg: TrainConfig, val_sets: dict | None = N
     sampler = DistributedSampler(train_ds, num_replicas=world, rank=rank, shuffle=True, seed=cfg.seed, drop_last=True)
     steps_per_epoch = len(sampler) // cfg.batch_size
     if steps_per_epoch == 0:
-        raise ValueError(f"{len(train_ds)} training pairs give no full batch of {cfg.batch_size} x {world} processes")
+        raise ValueError(f"{len(train_ds)} training pairs give no full batch of {cfg.batch_size} x {world} processes: "
+                         f"lower --batch-size (batch_size) or give more training data")
     if first:
         first_sampler = DistributedSampler(position_ds, num_replicas=world, rank=rank, shuffle=True, seed=cfg.seed, drop_last=True)
         if len(first_sampler) < cfg.batch_size:
@@ -773,6 +780,9 @@ def train_cli(argv=None):
         args = argparse.Namespace(**{**vars(args), **saved, **keep, "resume": True, "out": str(out)})
     if args.data is None: p.error("--data toy|flickr30k is required")
     if args.data == "toy" and not args.data_dir: p.error("--data toy needs --data-dir (created when absent)")
+    layers = args.layers.split(",")
+    if len(layers) != 3 or not all(v.strip().isdigit() for v in layers):
+        p.error(f"--layers must be three comma-separated layer counts L,R,X (language, object, cross), e.g. 2,2,2; got {args.layers!r}")
     if args.threads: torch.set_num_threads(args.threads)   # resume with the same threads for bit-equal results
     rank, world = _init_distributed()
     if args.data == "toy" and rank == 0: make_toy_data(args.data_dir, args.n_images, args.data_seed)  # once
@@ -797,7 +807,7 @@ def train_cli(argv=None):
         history = train(model, data.train, cfg, val_sets=data.val, collate_fn=collate_itm, out_dir=out,
                         tokenizer=data.tokenizer, extra=extra, resume=resuming, progress=not args.quiet,
                         position_ds=data.position)
-    except NonFiniteLossError as e:
+    except (NonFiniteLossError, ValueError) as e:     # a NaN loss, or settings that cannot run (the message says which)
         raise SystemExit(f"simplelxmert_train: {e}")
     finally:
         if world > 1 and dist.is_initialized(): dist.destroy_process_group()

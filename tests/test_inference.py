@@ -114,6 +114,35 @@ def test_clear_errors(setup, tmp_path):
     assert len(str(e.value)) < 1000 and "more" in str(e.value)            # a summary of the mismatch, not a wall of text
 
 
+def test_predict_cli_boxes_argument(setup, capsys):
+    toy, store, pred, root = setup
+    img = toy.images_dir/f"{store.ids[0]}.png"
+    many = json.dumps([[i, i, i + 5, i + 5] for i in range(40)])            # longer than a file name may be
+    assert len(many) > 255 and predict_cli([str(root/"ckpt"), str(img), "a red circle .", "--boxes", many]) is None
+    capsys.readouterr()
+    assert "--boxes is not valid JSON" in _cli_error([str(root/"ckpt"), str(img), "a red circle", "--boxes", "[[0, 0, 5, 5],"])
+    assert "--boxes: expected a list of [x1, y1, x2, y2]" in _cli_error([str(root/"ckpt"), str(img), "a red circle", "--boxes", "[[5, 5, 0, 0]]"])
+
+
+def test_cached_retrieval_needs_a_cross_layer(setup):
+    toy, store, pred, _ = setup
+    model = ITMModel(LXMERTConfig(vocab_size=len(pred.tokenizer), hidden_size=32, num_attention_heads=4, intermediate_size=64,
+                                  l_layers=1, r_layers=1, x_layers=0, visual_feat_dim=store.dim))
+    with pytest.raises(ValueError, match="x_layers=0"): encode_texts(model, caption_batch(pred.tokenizer, ["a red circle ."]))
+
+
+def test_dual_encoder_batches_reach_every_image():
+    "Each step's batch: distinct images, one of their captions each, drawn from every image (not always the first ones)."
+    from simplelxmert.inference import distinct_image_batch
+    gt = np.repeat(np.arange(12), 5)                                          # 12 images x 5 captions
+    g, seen = torch.Generator().manual_seed(0), set()
+    for _ in range(20):
+        caps = distinct_image_batch(gt, 4, g)
+        assert len(caps) == 4 and len(set(gt[caps])) == 4; seen |= set(gt[caps])
+    assert seen == set(range(12))
+    assert sorted(gt[distinct_image_batch(gt, 100, g)]) == list(range(12))   # a batch larger than the split: every image once
+
+
 def test_predict_cli_prints_scores(setup, capsys):
     toy, store, pred, root = setup
     img = toy.images_dir/f"{store.ids[0]}.png"

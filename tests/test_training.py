@@ -151,6 +151,27 @@ def test_exact_resume(tmp_path):
         assert k == k2 and torch.equal(v, v2), k
 
 
+def test_resume_after_a_crash_between_two_checkpoint_files(tmp_path, monkeypatch):
+    "Killed at step 8's save after the new weights file but before trainer_state.pt: resuming from step 4 is exact."
+    import simplelxmert.training as T
+    full, _ = run(tmp_path / "a", steps=20)
+    real_write, saves = T.atomic_write, []
+    def crashing_write(path, write):
+        if Path(path).name == T.STATE_NAME:
+            saves.append(path)
+            if len(saves) == 2: raise KeyboardInterrupt("killed")
+        return real_write(path, write)
+    monkeypatch.setattr(T, "atomic_write", crashing_write)
+    with pytest.raises(KeyboardInterrupt): run(tmp_path / "b", steps=20)
+    monkeypatch.setattr(T, "atomic_write", real_write)
+    assert read_config(tmp_path / "b")["step"] == 8                       # the model files are one save ahead ...
+    assert torch.load(tmp_path / "b" / "trainer_state.pt", weights_only=False)["step"] == 4   # ... of the state
+    resumed, hist = run(tmp_path / "b", steps=20, resume=True)
+    assert hist[-1]["step"] == 20
+    for (k, v), (k2, v2) in zip(full.state_dict().items(), resumed.state_dict().items()):
+        assert k == k2 and torch.equal(v, v2), k
+
+
 def test_mask_tokens_never_touches_special_tokens():
     torch.manual_seed(0)
     ids = torch.randint(5, 40, (500, 10)); ids[:, 0], ids[:, 7:] = 1, 0              # [CLS] words... [PAD]
@@ -317,3 +338,14 @@ def test_itm_data_with_one_object_captions(tmp_path):
     with pytest.raises(SystemExit, match="between 0 and --steps 10"):
         train_cli(["--data", "toy", "--data-dir", str(tmp_path / "toy"), "--n-images", "40", "--out", str(tmp_path / "o"),
                    "--position-captions", "2", "--position-steps", "10", "--steps", "10"])
+
+
+def test_train_cli_names_a_bad_setting(tmp_path, capsys):
+    from simplelxmert.training import train_cli
+    base = ["--data", "toy", "--data-dir", str(tmp_path / "toy"), "--n-images", "40", "--out", str(tmp_path / "o"), "--quiet"]
+    with pytest.raises(SystemExit):
+        train_cli(base + ["--layers", "2,2"])
+    assert "--layers must be three comma-separated layer counts" in capsys.readouterr().err
+    with pytest.raises(SystemExit, match="lower --batch-size"):
+        train_cli(base + ["--batch-size", "4096", "--steps", "2"])
+    assert not (tmp_path / "o" / "trainer_state.pt").exists()
