@@ -422,12 +422,12 @@ def cached_scores(model: ITMModel, text: TextBank, vision: VisionBank, batch_siz
 
 @torch.no_grad()
 def naive_scores(model: ITMModel, text: dict, vis: dict, batch_size: int = 512) -> np.ndarray:
-    "Match logits `[M, N]` with the whole model run on every pair (the reference for `cached_scores`)."
+    "Match logits `[M, N]` with the whole model run on every pair, every layer in full (the reference for `cached_scores`)."
     dev = next(model.parameters()).device; M, N = len(vis["visual_feats"]), len(text["input_ids"])
     out = torch.empty(M * N, device=dev)
     for ii, cc in pair_batches(M, N, batch_size):
         b = {**{k: v[cc] for k, v in text.items()}, **{k: v[ii] for k, v in vis.items()}}
-        out[(ii * N + cc).to(dev)] = model(**{k: v.to(dev) for k, v in b.items()}).float()
+        out[(ii * N + cc).to(dev)] = model(**{k: v.to(dev) for k, v in b.items()}, pooled_only=False).float()
     return out.view(M, N).cpu().numpy()
 
 # %% ../nbs/05_inference.ipynb #6410a186
