@@ -6,17 +6,18 @@
 from __future__ import annotations
 
 # %% auto #0
-__all__ = ['MODEL_INPUTS', 'CONFIG_NAME', 'WEIGHTS_NAME', 'STATE_NAME', 'HISTORY_NAME', 'RANDOM_NEG_EPOCHS', 'default_device',
-           'seed_everything', 'get_rng_state', 'set_rng_state', 'ITMModel', 'roc_auc', 'itm_loss', 'MLMTransform',
-           'MLMHead', 'mask_tokens', 'sinusoid_positions', 'init_sinusoid_positions', 'param_groups', 'make_optimizer',
-           'warmup_linear', 'make_scheduler', 'trim_padding', 'model_inputs', 'predict_logits', 'itm_metrics',
-           'evaluate', 'write_json', 'read_config', 'export_checkpoint', 'TrainConfig', 'lr_multiplier',
-           'make_train_scheduler', 'NonFiniteLossError', 'dist_info', 'save_training_state', 'load_training_state',
-           'train', 'plot_history', 'LivePlot', 'feature_stats', 'check_store', 'CurriculumITMDataset',
-           'MixedITMDataset', 'ITMData', 'itm_data', 'toy_itm_data', 'train_parser', 'train_cli']
+__all__ = ['MODEL_INPUTS', 'CONFIG_NAME', 'WEIGHTS_NAME', 'STATE_NAME', 'HISTORY_NAME', 'RANDOM_NEG_EPOCHS', 'RESUME_MAY_CHANGE',
+           'default_device', 'seed_everything', 'get_rng_state', 'set_rng_state', 'ITMModel', 'roc_auc', 'itm_loss',
+           'MLMTransform', 'MLMHead', 'mask_tokens', 'sinusoid_positions', 'init_sinusoid_positions', 'param_groups',
+           'make_optimizer', 'warmup_linear', 'make_scheduler', 'trim_padding', 'model_inputs', 'predict_logits',
+           'itm_metrics', 'evaluate', 'write_json', 'read_config', 'export_checkpoint', 'TrainConfig', 'lr_multiplier',
+           'make_train_scheduler', 'NonFiniteLossError', 'dist_info', 'StopOnInterrupt', 'save_training_state',
+           'load_training_state', 'train', 'plot_history', 'LivePlot', 'feature_stats', 'check_store',
+           'CurriculumITMDataset', 'MixedITMDataset', 'ITMData', 'itm_data', 'toy_itm_data', 'train_parser',
+           'given_flags', 'train_cli']
 
 # %% ../nbs/04_itm_training.ipynb #46de8397
-import argparse, dataclasses, json, math, os, random, shutil, sys, tempfile, time
+import argparse, dataclasses, json, math, os, random, shutil, signal, sys, tempfile, threading, time
 from dataclasses import dataclass, asdict, field
 from pathlib import Path
 
@@ -371,6 +372,21 @@ def dist_info() -> tuple[int, int]:
     return (dist.get_rank(), dist.get_world_size()) if dist.is_available() and dist.is_initialized() else (0, 1)
 
 
+class StopOnInterrupt:
+    "While active, the first Ctrl-C (SIGINT) only sets `.hit` (the loop stops after its step); a second one interrupts."
+    def __enter__(self):
+        self.hit, self._old = False, None
+        if threading.current_thread() is threading.main_thread(): self._old = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, *_):
+        if self.hit: raise KeyboardInterrupt
+        self.hit = True
+
+    def __exit__(self, *exc):
+        if self._old is not None: signal.signal(signal.SIGINT, self._old)
+
+
 def save_training_state(out_dir, model, optimizer, scheduler, scaler, step, history, elapsed, tokenizer=None, extra=None):
     """A resumable checkpoint: the model files, then `history.json`, then `trainer_state.pt` (written last), which holds
     everything a resume reads, the weights included: a crash between two files never leaves a run that cannot resume."""
@@ -481,51 +497,55 @@ def train(model: ITMModel, train_ds, cfg: TrainConfig, val_sets: dict | None = N
 
     model.train()
     stopped = None
-    while step < cfg.steps and stopped is None:
-        ds, smp, phase_step, per_epoch = phase(step)
-        epoch, start = divmod(phase_step, per_epoch)
-        smp.set_epoch(epoch)
-        if hasattr(ds, "set_epoch"): ds.set_epoch(epoch)
-        masked = mlm and step >= first                # the first lesson runs without the masked LM
-        idx = list(smp)[start * cfg.batch_size:]  # resume mid-epoch: skip the batches already seen
-        loader = DataLoader(ds, batch_size=cfg.batch_size, sampler=idx, collate_fn=collate_fn, drop_last=True,
-                            num_workers=cfg.num_workers, generator=torch.Generator().manual_seed(cfg.seed + epoch),
-                            pin_memory=device.type == "cuda")
-        for batch in loader:
-            batch = trim_padding(batch)
-            if masked:   # mask words of every pair; predict them only in matched pairs (LXMERT)
-                batch["input_ids"], labels = mask_tokens(batch["input_ids"], prob=cfg.mask_prob, **masking)
-                batch["mlm_labels"] = labels.masked_fill(batch["label"][:, None] != ITM_MATCH, -100)
-            batch = _to(batch, device)
-            with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
-                out = net(**model_inputs(batch), **({"mlm_labels": batch["mlm_labels"]} if masked else {}))
-            logits, mlm_loss = out if masked else (out, torch.zeros((), device=device))
-            itm = itm_loss(logits, batch["label"])
-            loss = itm + cfg.mlm_weight * mlm_loss
-            lsum = torch.stack([itm.detach().float(), ((logits.detach() > 0).float() == batch["label"]).float().mean(),
-                                mlm_loss.detach().float()])
-            if world > 1: dist.all_reduce(lsum); lsum /= world
-            lval, accval, mlmval = lsum.tolist()
-            if not math.isfinite(lval + mlmval):
-                pbar.close()
-                raise NonFiniteLossError(f"loss is {lval + cfg.mlm_weight * mlmval} at step {step + 1}: training stopped. "
-                                         + (f"The last good checkpoint (step {last_saved}) is kept in {out_dir}."
-                                            if out_dir is not None and last_saved > 0 else "No checkpoint was written."))
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
-            scaler.step(optimizer); scaler.update(); scheduler.step()
-            step += 1; pbar.update(1)
-            run_loss += lval; run_correct += accval; run_mlm += mlmval; run_n += 1
-            if cfg.max_minutes is not None and time.time() - t0 > 60 * cfg.max_minutes: stopped = "time budget"
-            if stop_after is not None and step >= stop_after: stopped = "stop_after"
-            if step % cfg.eval_every == 0 or step == cfg.steps or step == first or stopped: validate()   # (and at the switch)
-            if (step % cfg.save_every == 0 or step == cfg.steps or stopped): checkpoint()
-            if step >= cfg.steps or stopped or step == first: break   # (after the first lesson: the main data)
+    with StopOnInterrupt() as interrupt:
+        while step < cfg.steps and stopped is None:
+            ds, smp, phase_step, per_epoch = phase(step)
+            epoch, start = divmod(phase_step, per_epoch)
+            smp.set_epoch(epoch)
+            if hasattr(ds, "set_epoch"): ds.set_epoch(epoch)
+            masked = mlm and step >= first                # the first lesson runs without the masked LM
+            idx = list(smp)[start * cfg.batch_size:]  # resume mid-epoch: skip the batches already seen
+            loader = DataLoader(ds, batch_size=cfg.batch_size, sampler=idx, collate_fn=collate_fn, drop_last=True,
+                                num_workers=cfg.num_workers, generator=torch.Generator().manual_seed(cfg.seed + epoch),
+                                pin_memory=device.type == "cuda")
+            for batch in loader:
+                batch = trim_padding(batch)
+                if masked:   # mask words of every pair; predict them only in matched pairs (LXMERT)
+                    batch["input_ids"], labels = mask_tokens(batch["input_ids"], prob=cfg.mask_prob, **masking)
+                    batch["mlm_labels"] = labels.masked_fill(batch["label"][:, None] != ITM_MATCH, -100)
+                batch = _to(batch, device)
+                with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
+                    out = net(**model_inputs(batch), **({"mlm_labels": batch["mlm_labels"]} if masked else {}))
+                logits, mlm_loss = out if masked else (out, torch.zeros((), device=device))
+                itm = itm_loss(logits, batch["label"])
+                loss = itm + cfg.mlm_weight * mlm_loss
+                lsum = torch.stack([itm.detach().float(), ((logits.detach() > 0).float() == batch["label"]).float().mean(),
+                                    mlm_loss.detach().float(), torch.tensor(float(interrupt.hit), device=device)])
+                if world > 1: dist.all_reduce(lsum); lsum /= world   # every rank sees a Ctrl-C that any rank saw
+                lval, accval, mlmval, hitval = lsum.tolist()
+                if not math.isfinite(lval + mlmval):
+                    pbar.close()
+                    raise NonFiniteLossError(f"loss is {lval + cfg.mlm_weight * mlmval} at step {step + 1}: training stopped. "
+                                             + (f"The last good checkpoint (step {last_saved}) is kept in {out_dir}."
+                                                if out_dir is not None and last_saved > 0 else "No checkpoint was written."))
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                scaler.unscale_(optimizer)
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
+                scaler.step(optimizer); scaler.update(); scheduler.step()
+                step += 1; pbar.update(1)
+                run_loss += lval; run_correct += accval; run_mlm += mlmval; run_n += 1
+                if cfg.max_minutes is not None and time.time() - t0 > 60 * cfg.max_minutes: stopped = "time budget"
+                if stop_after is not None and step >= stop_after: stopped = "stop_after"
+                if hitval > 0: stopped = "interrupted"
+                if step % cfg.eval_every == 0 or step == cfg.steps or step == first or stopped: validate()   # (and at the switch)
+                if (step % cfg.save_every == 0 or step == cfg.steps or stopped): checkpoint()
+                if step >= cfg.steps or stopped or step == first: break   # (after the first lesson: the main data)
     pbar.close()
     if stopped == "time budget" and rank == 0:
         print(f"stopped at step {step}/{cfg.steps}: --max-minutes {cfg.max_minutes} reached; resume with --resume")
+    if stopped == "interrupted" and rank == 0:
+        print(f"interrupted at step {step}/{cfg.steps}" + (f": checkpoint in {out_dir}; resume with --resume" if out_dir is not None else ""))
     return history
 
 # %% ../nbs/04_itm_training.ipynb #810bf194
@@ -696,7 +716,9 @@ def _load_data(args) -> ITMData:
                          f"simplelxmert_extract {hint} {store_path}")
     try: store = check_store(store_path, train_r + val_r)
     except ValueError as e: raise SystemExit(f"simplelxmert_train: {e}")
-    return itm_data(train_r, val_r, store, load_tokenizer(args.tokenizer), scenes=None, **kw)
+    try: tokenizer = load_tokenizer(args.tokenizer)
+    except (OSError, RuntimeError) as e: raise SystemExit(f"simplelxmert_train: --tokenizer {args.tokenizer}: {e}")
+    return itm_data(train_r, val_r, store, tokenizer, scenes=None, **kw)
 
 
 RANDOM_NEG_EPOCHS = 3   # the curriculum of the recipe (toy data): random negatives first
@@ -710,7 +732,7 @@ def train_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("data")
     g.add_argument("--data", choices=("toy", "flickr30k"), help="toy: ShapesWorld (offline); flickr30k: real captions + feature store")
     g.add_argument("--data-dir", help="toy: folder made by simplelxmert_toydata (created when absent)")
-    g.add_argument("--n-images", type=int, default=2000, help="toy: images to generate when --data-dir is absent (default 2000)")
+    g.add_argument("--n-images", type=int, default=2000, help="toy: images of the generated world (default 2000; an existing --data-dir must have been made with as many)")
     g.add_argument("--data-seed", type=int, default=0, help="toy: seed of the generated world; flickr30k: split seed for results.csv")
     g.add_argument("--captions", help="flickr30k: results.csv (Kaggle) or dataset_flickr30k.json (Karpathy splits)")
     g.add_argument("--images", help="flickr30k: the images folder (only named in the hint when --store is missing)")
@@ -767,22 +789,55 @@ def _init_distributed():
     return dist_info()
 
 
+RESUME_MAY_CHANGE = ("max_minutes", "quiet", "device", "threads", "num_workers")   # where and how long, not what
+
+def given_flags(p: argparse.ArgumentParser, argv) -> set:
+    "The destinations of the options given on the command line, not left to their defaults."
+    unset = object()   # argparse does not overwrite an attribute the namespace already has with a default
+    ns = p.parse_args(argv, argparse.Namespace(**{k: unset for k in vars(p.parse_args(argv))}))
+    return {k for k, v in vars(ns).items() if v is not unset}
+
+def _check_train_args(p, args):
+    "Clear errors, naming the flag, for settings that cannot run."
+    if args.data is None: p.error("--data toy|flickr30k is required")
+    if args.data == "toy" and not args.data_dir: p.error("--data toy needs --data-dir (created when absent)")
+    for flag in ("steps", "batch_size", "eval_every", "save_every", "n_images", "max_val_pairs"):
+        if getattr(args, flag) < 1: p.error(f"--{flag.replace('_', '-')} must be at least 1, got {getattr(args, flag)}")
+    if args.max_len < 3: p.error(f"--max-len must be at least 3 ([CLS], a word, [SEP]), got {args.max_len}")
+    if args.max_minutes is not None and args.max_minutes <= 0: p.error(f"--max-minutes must be positive, got {args.max_minutes}")
+    layers = args.layers.split(",")
+    if len(layers) != 3 or not all(v.strip().isdigit() for v in layers):
+        p.error(f"--layers must be three comma-separated layer counts L,R,X (language, object, cross), e.g. 2,2,2; got {args.layers!r}")
+
 def train_cli(argv=None):
     "Command line: `simplelxmert_train --data toy|flickr30k ... --out DIR [--resume] [--max-minutes M]`; history in DIR/history.json."
     p = train_parser()
     args = p.parse_args(argv)
     out = Path(args.out)
     resuming = args.resume and (out / STATE_NAME).exists()
+    if not resuming and (out / CONFIG_NAME).exists():
+        p.error(f"{out} holds a checkpoint (step {read_config(out).get('step')}): "
+                + ("pass --resume to continue its run, or " if (out / STATE_NAME).exists() else "")
+                + "choose another --out (or delete the folder to start over)")
     if resuming:  # the saved run's settings, except where to run and for how long
         saved = read_config(out).get("train_args", {})
+        changed = sorted(k for k in given_flags(p, argv) - {"resume", "out", *RESUME_MAY_CHANGE}
+                         if k in saved and saved[k] != getattr(args, k))
+        if changed:
+            flags = ", ".join(f"--{k.replace('_', '-')} {saved[k]}" for k in changed)
+            p.error(f"{out} was trained with {flags}: --resume continues that run with its own settings (only "
+                    f"--max-minutes, --quiet, --device, --threads and --num-workers may change); leave those flags out, "
+                    f"or train a new run with another --out")
         keep = {k: getattr(args, k) for k in ("max_minutes", "quiet")}      # this invocation's budget and display
         keep.update({k: v for k in ("device", "threads", "num_workers") if (v := getattr(args, k)) is not None})
         args = argparse.Namespace(**{**vars(args), **saved, **keep, "resume": True, "out": str(out)})
-    if args.data is None: p.error("--data toy|flickr30k is required")
-    if args.data == "toy" and not args.data_dir: p.error("--data toy needs --data-dir (created when absent)")
-    layers = args.layers.split(",")
-    if len(layers) != 3 or not all(v.strip().isdigit() for v in layers):
-        p.error(f"--layers must be three comma-separated layer counts L,R,X (language, object, cross), e.g. 2,2,2; got {args.layers!r}")
+    _check_train_args(p, args)
+    try: return _train_from_args(args, out, resuming)
+    except (ValueError, OSError) as e:   # bad data, store, tokenizer or settings: the message says which
+        raise SystemExit(f"simplelxmert_train: error: {e}")
+
+def _train_from_args(args, out, resuming):
+    "Data, model and `train` from the checked command-line settings."
     if args.threads: torch.set_num_threads(args.threads)   # resume with the same threads for bit-equal results
     rank, world = _init_distributed()
     if args.data == "toy" and rank == 0: make_toy_data(args.data_dir, args.n_images, args.data_seed)  # once
@@ -807,7 +862,7 @@ def train_cli(argv=None):
         history = train(model, data.train, cfg, val_sets=data.val, collate_fn=collate_itm, out_dir=out,
                         tokenizer=data.tokenizer, extra=extra, resume=resuming, progress=not args.quiet,
                         position_ds=data.position)
-    except (NonFiniteLossError, ValueError) as e:     # a NaN loss, or settings that cannot run (the message says which)
+    except NonFiniteLossError as e:
         raise SystemExit(f"simplelxmert_train: {e}")
     finally:
         if world > 1 and dist.is_initialized(): dist.destroy_process_group()

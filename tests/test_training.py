@@ -349,3 +349,38 @@ def test_train_cli_names_a_bad_setting(tmp_path, capsys):
     with pytest.raises(SystemExit, match="lower --batch-size"):
         train_cli(base + ["--batch-size", "4096", "--steps", "2"])
     assert not (tmp_path / "o" / "trainer_state.pt").exists()
+
+
+def test_ctrl_c_finishes_the_step_checkpoints_and_resumes_exactly(tmp_path):
+    import signal
+    full, _ = run(tmp_path / "a", steps=20)
+    before, fired = signal.getsignal(signal.SIGINT), []
+    def ctrl_c(history):                                   # a Ctrl-C during the validation of step 4
+        if not fired: fired.append(1); os.kill(os.getpid(), signal.SIGINT)
+    _, hist = run(tmp_path / "b", steps=20, on_eval=ctrl_c)
+    assert signal.getsignal(signal.SIGINT) is before      # the handler is only there while training
+    assert hist[-1]["step"] == 5 == torch.load(tmp_path / "b" / "trainer_state.pt", weights_only=False)["step"]
+    resumed, hist = run(tmp_path / "b", steps=20, resume=True)
+    assert hist[-1]["step"] == 20
+    for (k, v), (k2, v2) in zip(full.state_dict().items(), resumed.state_dict().items()):
+        assert k == k2 and torch.equal(v, v2), k
+
+
+def test_train_cli_guards_a_finished_run_and_its_settings(tmp_path, capsys):
+    from simplelxmert.training import train_cli
+    base = ["--data", "toy", "--data-dir", str(tmp_path / "toy"), "--n-images", "40", "--out", str(tmp_path / "o"), "--quiet",
+            "--hidden", "32", "--heads", "2", "--batch-size", "8", "--steps", "3", "--eval-every", "3", "--max-val-pairs", "20"]
+    train_cli(base)
+    capsys.readouterr()
+    fresh = base + ["--out", str(tmp_path / "o3")]                  # (the last --out counts)
+    for argv, message in ((base, "holds a checkpoint (step 3): pass --resume to continue its run"),
+                          (base[:-6] + ["--steps", "6", "--resume"], "was trained with --steps 3: --resume continues"),
+                          (fresh + ["--eval-every", "0"], "--eval-every must be at least 1"),
+                          (fresh + ["--max-len", "1"], "--max-len must be at least 3"),
+                          (fresh + ["--max-minutes", "-1"], "--max-minutes must be positive")):
+        with pytest.raises(SystemExit): train_cli(argv)
+        assert message in capsys.readouterr().err, argv
+    train_cli(["--out", str(tmp_path / "o"), "--resume", "--quiet", "--threads", "1"])   # nothing left to do: allowed
+    assert json.loads((tmp_path / "o" / "history.json").read_text())[-1]["step"] == 3
+    with pytest.raises(SystemExit, match="made with"):   # an existing world of another size: one line, not a traceback
+        train_cli(base[:4] + ["--n-images", "50", "--out", str(tmp_path / "o2"), "--quiet"])
