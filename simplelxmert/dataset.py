@@ -424,20 +424,20 @@ def train_tokenizer(texts, out_dir, vocab_size: int = 8000, min_frequency: int =
     atomic_write_text(Path(out_dir)/"vocab.txt", vocab)
     return tok
 
-def _with_vocabulary(tok: BertTokenizerFast) -> BertTokenizerFast:
+def _with_vocabulary(tok: BertTokenizerFast, where) -> BertTokenizerFast:
     # transformers 5 quietly builds a tokenizer of the 5 special tokens when it finds no vocabulary files
-    if len(tok) <= len(SPECIAL_TOKENS): raise OSError("no vocabulary found")
+    if len(tok) <= len(SPECIAL_TOKENS): raise OSError(f"no tokenizer vocabulary found in {where}")
     return tok
 
 def load_tokenizer(name_or_dir="bert-base-uncased", local_files_only: bool | None = None) -> BertTokenizerFast:
     """A saved tokenizer directory, or a Hugging Face name (`bert-base-uncased`) from the local cache.
     A download is tried only when `local_files_only` is False, or None and `HF_HUB_OFFLINE` is not set."""
-    if Path(name_or_dir).is_dir(): return _with_vocabulary(BertTokenizerFast.from_pretrained(str(name_or_dir)))
+    if Path(name_or_dir).is_dir(): return _with_vocabulary(BertTokenizerFast.from_pretrained(str(name_or_dir)), name_or_dir)
     if local_files_only is None: local_files_only = os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0", "false")
-    try: return _with_vocabulary(BertTokenizerFast.from_pretrained(name_or_dir, local_files_only=True))
+    try: return _with_vocabulary(BertTokenizerFast.from_pretrained(name_or_dir, local_files_only=True), name_or_dir)
     except Exception as e: err = e
     if not local_files_only:
-        try: return _with_vocabulary(BertTokenizerFast.from_pretrained(name_or_dir))
+        try: return _with_vocabulary(BertTokenizerFast.from_pretrained(name_or_dir), name_or_dir)
         except Exception as e: err = e
     raise RuntimeError(
         f"Tokenizer {name_or_dir!r} is neither a saved tokenizer directory nor in the local Hugging Face cache"

@@ -12,7 +12,7 @@ from pathlib import Path
 __all__ = ['COLORS', 'SHAPES', 'SIZES', 'RGB', 'BACKGROUND', 'SIZE_RANGE', 'IMAGENET_MEAN', 'IMAGENET_STD', 'EXTRACTORS',
            'ShapeObject', 'Scene', 'sample_scene', 'draw_scene', 'atomic_write', 'atomic_write_text',
            'generate_shapes_world', 'load_scenes', 'RegionFeatures', 'FeatureStore', 'FeatureStoreWriter', 'load_image',
-           'pad_regions', 'whole_image_box', 'normalized_pixels', 'PixelRoIExtractor', 'find_shapes',
+           'pad_regions', 'whole_image_box', 'normalized_pixels', 'check_device', 'PixelRoIExtractor', 'find_shapes',
            'frcnn_weights_file', 'build_frcnn', 'FasterRCNNExtractor', 'show_regions', 'make_extractor', 'list_images',
            'extract_features', 'extract_cli', 'feature_stats', 'linear_probe']
 
@@ -323,12 +323,22 @@ def normalized_pixels(image: Image.Image) -> torch.Tensor:
     x = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0).permute(2, 0, 1)
     return (x - torch.tensor(IMAGENET_MEAN)[:, None, None]) / torch.tensor(IMAGENET_STD)[:, None, None]
 
+def check_device(device=None) -> torch.device:
+    "`torch.device(device)` (None: CUDA when there is a GPU, else the CPU), with a clear error for an unknown name or a missing GPU."
+    if device is None: return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try: d = torch.device(device)
+    except (RuntimeError, TypeError): raise RuntimeError(f"device {device!r} is not one torch knows: use cpu, cuda or cuda:N") from None
+    if d.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"device {device!r} was asked for but torch sees no CUDA GPU here: use --device cpu (or leave --device out)")
+    return d
+
 class PixelRoIExtractor:
     "Toy extractor: RoIAlign of the ImageNet-normalized pixels at given boxes, `D = 3 * output_size**2`."
     name = "toy"
     def __init__(self, k: int = 36, output_size: int = 4, device=None):
         self.k, self.output_size = int(k), int(output_size)
         self.dim = 3 * self.output_size ** 2
+        check_device(device)   # an impossible device is an error here too, though the toy features are computed on the CPU
 
     @property
     def meta(self) -> dict: return {"extractor": "toy", "k": self.k, "output_size": self.output_size, "normalize": "imagenet"}
@@ -382,7 +392,7 @@ def build_frcnn(weights="default", seed: int = 0, min_size: int = 800, max_size:
         if not path.exists():
             raise FileNotFoundError(f"the pretrained Faster R-CNN weights are not in the torch hub cache ({path}), and this tool never downloads. "
                                     f"Get them once on a machine with internet: `python -c \"import torchvision; torchvision.models.detection.fasterrcnn_resnet50_fpn(weights='DEFAULT')\"` "
-                                    f"(or download {url} into {path.parent}), or pass --weights PATH to a state dict, or --weights random for a demo.")
+                                    f"(or download {url} into {path.parent}); simplelxmert_extract can also take --weights PATH (a state dict) or --weights random (a demo).")
     else: path = Path(weights)
     if not path.exists(): raise FileNotFoundError(f"weights file {path} not found: pass 'default', 'random' or the path of a fasterrcnn_resnet50_fpn state dict")
     sd = torch.load(path, map_location="cpu", weights_only=True)
@@ -404,9 +414,7 @@ class FasterRCNNExtractor:
         self.nms_thresh, self.proposals, self.seed = float(nms_thresh), int(proposals), int(seed)
         # random weights score every class about 1/91: a threshold would leave no boxes at all
         self.score_thresh = float(score_thresh if score_thresh is not None else (0.0 if self.weights == "random" else 0.2))
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        if self.device.type == "cuda" and not torch.cuda.is_available():
-            raise RuntimeError("device 'cuda' was asked for but torch sees no CUDA GPU here: use --device cpu (or leave --device out)")
+        self.device = check_device(device)
         self.model = build_frcnn(self.weights, self.seed, self.min_size, self.max_size).to(self.device)
         self.model.roi_heads.score_thresh = self.score_thresh
         self.model.roi_heads.detections_per_img = max(100, 3 * self.k)  # before our class-agnostic NMS and top-k
@@ -517,6 +525,7 @@ def extract_features(images_dir, store_path, k: int | None = None, batch_size: i
         if extractor == "frcnn": extractor_kwargs["weights"] = weights
         extractor = make_extractor(extractor, k=k, device=device, **extractor_kwargs)
     files, skipped, todo, seen = list_images(images_dir), {}, [], set()
+    if not files: raise ValueError(f"{images_dir} holds no files: give the folder of images to extract")
     with FeatureStoreWriter(store_path, extractor.k, extractor.dim, extractor.meta) as writer:
         present = 0
         for f in files:
@@ -566,6 +575,9 @@ def extract_cli(argv=None):
         s = extract_features(a.images_dir, a.store, k=a.k, batch_size=a.batch_size, boxes=a.boxes, weights=a.weights, device=a.device, extractor=a.extractor, **kw)
     except (FileNotFoundError, NotADirectoryError, ValueError, RuntimeError) as e:
         print(f"simplelxmert_extract: error: {e}", file=sys.stderr); return 2
+    except KeyboardInterrupt:   # the writer has committed every finished batch
+        print(f"simplelxmert_extract: interrupted; the images extracted so far are in {a.store}: run the same command "
+              f"again to go on", file=sys.stderr); return 130
     print(f"{s['store']}: extracted {s['extracted']}, already present {s['already_present']}, skipped {len(s['skipped'])}")
     for name, why in s["skipped"].items(): print(f"  skipped {name}: {why}")
     return 0

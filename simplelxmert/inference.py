@@ -24,10 +24,10 @@ import matplotlib.pyplot as plt
 from matplotlib.patches import Rectangle
 from PIL import Image
 import simplelxmert
-from .features import _parse_boxes, RegionFeatures, FeatureStore, load_image, make_extractor, load_scenes
+from .features import _parse_boxes, check_device, RegionFeatures, FeatureStore, load_image, make_extractor, load_scenes
 from .dataset import (encode_captions, collate_itm, load_tokenizer, image_id, parse_caption, find_object,
                                   make_toy_data, make_eval_pairs, ITMPairDataset, ObjectRef, SHAPE_WORDS)
-from .training import ITMModel, default_device, read_config, train_cli, train_parser, write_json
+from .training import DamagedCheckpointError, ITMModel, default_device, read_config, train_cli, train_parser, write_json
 
 # %% ../nbs/05_inference.ipynb #a484366d
 TOY_CHECKPOINT = Path(simplelxmert.__file__).parent/"assets"/"toy_itm"
@@ -48,6 +48,7 @@ def read_image(image) -> Image.Image:
     "`features.load_image`, with an error that names the file and says what is wrong."
     if isinstance(image, Image.Image): return load_image(image)
     path = Path(image)
+    if path.is_dir(): raise IsADirectoryError(f"{path} is a folder: give one image file")
     if not path.is_file(): raise FileNotFoundError(f"image file not found: {path}")
     try: return load_image(path)
     except Exception as e:
@@ -86,6 +87,7 @@ class Predictor:
         "Load a checkpoint folder (or `'toy'`, the shipped one); clear errors for missing files and mismatched weights."
         path = checkpoint_dir(ckpt)
         try: model = ITMModel.from_pretrained(path)
+        except DamagedCheckpointError: raise
         except (RuntimeError, ValueError, KeyError, TypeError) as e:      # weights that do not fit config.json, or a bad config
             raise ValueError(f"{path}: model.safetensors and config.json do not match (a file from another run, or an edited "
                              f"config): {_mismatch_summary(e)}. Use the config.json saved with these weights.") from e
@@ -104,10 +106,6 @@ class Predictor:
             if self.extractor is None: raise ValueError("this checkpoint names no feature extractor: pass RegionFeatures")
             pil = read_image(image)
             if boxes is None and not isinstance(image, Image.Image): boxes = boxes_next_to(image)
-            if boxes is None and getattr(self.extractor, "name", "") == "toy":
-                raise ValueError(f"the toy extractor pools given boxes and found no boxes.json beside "
-                                 f"{'this image' if isinstance(image, Image.Image) else image}: pass them as [[x1, y1, x2, y2], ...] "
-                                 f"in pixels (boxes= in Python, --boxes on the command line)")
             r = self.extractor([pil], None if boxes is None else [boxes])[0]
         dim = self.model.lxmert.config.visual_feat_dim
         if r.feats.shape[1] != dim: raise ValueError(f"the regions have {r.feats.shape[1]}-d features, the model reads {dim}-d ones")
@@ -525,18 +523,27 @@ def predict_cli(argv=None):
     p.add_argument("checkpoint", help="checkpoint folder (model.safetensors, config.json, tokenizer/), or 'toy' for the one shipped with the package")
     p.add_argument("image", help="the image file (PNG, JPEG, ...)")
     p.add_argument("captions", nargs="+", help="one or more captions (quote each)")
-    p.add_argument("--boxes", help="pixel boxes '[[x1, y1, x2, y2], ...]' (JSON, or a JSON file) for extractors that pool "
-                   "given boxes, like the toy one; default: boxes.json beside the image's folder")
+    p.add_argument("--boxes", help="pixel boxes '[[x1, y1, x2, y2], ...]' (JSON, or a JSON file of them or of {file: boxes} "
+                   "like boxes.json); default: boxes.json beside the image's folder, else the extractor's own (toy: the "
+                   "ShapesWorld objects it finds, a detector: its detections)")
     p.add_argument("--batch-size", type=int, default=32, help="captions per forward pass (default 32)")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     a = p.parse_args(argv)
+    if a.batch_size < 1: p.error(f"--batch-size must be at least 1, got {a.batch_size}")
+    try: check_device(a.device)
+    except RuntimeError as e: p.error(str(e))
     try:
         boxes = None
         if a.boxes:                           # JSON on the command line, or a JSON file
             text = a.boxes if a.boxes.lstrip().startswith("[") else Path(a.boxes).read_text()
-            try: boxes = _parse_boxes(json.loads(text), "--boxes")
+            try: value = json.loads(text)
             except json.JSONDecodeError as e:
                 raise ValueError(f"--boxes is not valid JSON ({e}): give '[[x1, y1, x2, y2], ...]' in pixels, or a file holding that") from None
+            if isinstance(value, dict):       # a boxes file of several images (boxes.json): this image's entry
+                name = Path(a.image).name
+                if name not in value and Path(a.image).stem not in value: raise ValueError(f"--boxes {a.boxes} has no entry for {name}")
+                value = value.get(name, value.get(Path(a.image).stem))
+            boxes = _parse_boxes(value, "--boxes")
         pred = Predictor.from_pretrained(a.checkpoint, device=a.device)
         scores = pred.score(a.image, a.captions, boxes=boxes, batch_size=a.batch_size)
     except (OSError, ValueError) as e:        # bad checkpoint, unreadable image, bad boxes: a message, not a traceback
@@ -616,9 +623,24 @@ def _train_stage(a, out: Path) -> dict:
               + argv + ["--quiet"] * a.quiet)
     return {**training_progress(ckpt), "trained_now": True}
 
+def _trained_on_this_world(ckpt, a) -> int | None:
+    """The image count of a toy checkpoint trained on this demo's world (same seed) split over another number of
+    images (so this test split may hold its training images); None when it was not."""
+    args = read_config(checkpoint_dir(ckpt)).get("train_args", {})
+    if args.get("data") == "toy" and args.get("data_seed") == a.seed and args.get("n_images") != a.n_images: return args["n_images"]
+    return None
+
+def _check_demo_args(p, a):
+    "Clear errors, naming the flag, for settings the demo cannot run."
+    if a.n_images < 20: p.error(f"--n-images must be at least 20 (its test split needs two images), got {a.n_images}")
+    for flag in ("steps", "retrieval_images", "threads"):
+        if getattr(a, flag) < 1: p.error(f"--{flag.replace('_', '-')} must be at least 1, got {getattr(a, flag)}")
+    if a.minutes <= 0: p.error(f"--minutes must be positive, got {a.minutes}")
+    if Path(a.out).exists() and not Path(a.out).is_dir(): p.error(f"--out {a.out} is a file: give a folder")
+
 def demo(argv=None) -> dict:
     "The pipeline of `simplelxmert_demo` (same arguments, as a list); returns the report it writes to `report.json`."
-    a = demo_parser().parse_args(argv)
+    p = demo_parser(); a = p.parse_args(argv); _check_demo_args(p, a)
     if a.checkpoint is not None: checkpoint_dir(a.checkpoint)          # a missing checkpoint fails now, not after the data
     torch.set_num_threads(a.threads)
     out = Path(a.out); out.mkdir(parents=True, exist_ok=True); t0 = time.time(); seconds = {}
@@ -641,15 +663,18 @@ def demo(argv=None) -> dict:
     test = data.records("test")
     retrieval_images = set(sorted({r.image for r in test})[:a.retrieval_images])
     n_ret = sum(r.image in retrieval_images for r in test)
-    _say(f"\n[3/4] evaluation on the test split ({len({r.image for r in test})} images never seen in training): ITM accuracy, "
+    seen_n = _trained_on_this_world(ckpt, a) if a.checkpoint is not None else None
+    _say(f"\n[3/4] evaluation on the test split ({len({r.image for r in test})} images"
+         f"{'' if seen_n else ' never seen in training'}): ITM accuracy, "
          f"and Recall@1/5/10 over every pair of {len(retrieval_images)} images x {n_ret} captions")
+    if seen_n: _say(f"      (careful: {ckpt} was trained on this world, seed {a.seed}, split over {seen_n} images, so some of "
+                    f"these test images may be its training images; use --n-images {seen_n} or another --seed for unseen ones)")
     models = [("this run's model" if a.checkpoint is None else f"checkpoint {ckpt}", ckpt)]
     if a.checkpoint is None and (TOY_CHECKPOINT/"model.safetensors").exists():
-        shipped = read_config(TOY_CHECKPOINT).get("train_args", {})
-        if shipped.get("data") == "toy" and shipped.get("data_seed") == a.seed and shipped.get("n_images") != a.n_images:
+        if shipped_n := _trained_on_this_world("toy", a):
             _say(f"      (the shipped checkpoint is left out: it was trained on this world, seed {a.seed}, split over "
-                 f"{shipped['n_images']} images, so this split's test images may be its training images; use "
-                 f"--n-images {shipped['n_images']} or another --seed to compare with it)")
+                 f"{shipped_n} images, so this split's test images may be its training images; use "
+                 f"--n-images {shipped_n} or another --seed to compare with it)")
         else: models.append(("the shipped toy checkpoint", "toy"))
     results, predictors = {}, {}
     for name, c in models:

@@ -10,11 +10,11 @@ __all__ = ['MODEL_INPUTS', 'CONFIG_NAME', 'WEIGHTS_NAME', 'STATE_NAME', 'HISTORY
            'default_device', 'seed_everything', 'get_rng_state', 'set_rng_state', 'ITMModel', 'roc_auc', 'itm_loss',
            'MLMTransform', 'MLMHead', 'mask_tokens', 'sinusoid_positions', 'init_sinusoid_positions', 'param_groups',
            'make_optimizer', 'warmup_linear', 'make_scheduler', 'trim_padding', 'model_inputs', 'predict_logits',
-           'itm_metrics', 'evaluate', 'write_json', 'read_config', 'export_checkpoint', 'TrainConfig', 'lr_multiplier',
-           'make_train_scheduler', 'NonFiniteLossError', 'dist_info', 'StopOnInterrupt', 'save_training_state',
-           'load_training_state', 'train', 'plot_history', 'LivePlot', 'feature_stats', 'check_store',
-           'CurriculumITMDataset', 'MixedITMDataset', 'ITMData', 'itm_data', 'toy_itm_data', 'train_parser',
-           'given_flags', 'train_cli']
+           'itm_metrics', 'evaluate', 'write_json', 'DamagedCheckpointError', 'read_config', 'export_checkpoint',
+           'TrainConfig', 'lr_multiplier', 'make_train_scheduler', 'NonFiniteLossError', 'dist_info', 'StopOnInterrupt',
+           'save_training_state', 'load_training_state', 'train', 'plot_history', 'LivePlot', 'feature_stats',
+           'check_store', 'CurriculumITMDataset', 'MixedITMDataset', 'ITMData', 'itm_data', 'toy_itm_data',
+           'train_parser', 'given_flags', 'train_cli']
 
 # %% ../nbs/04_itm_training.ipynb #46de8397
 import argparse, dataclasses, json, math, os, random, shutil, signal, sys, tempfile, threading, time
@@ -33,7 +33,7 @@ from tqdm import tqdm
 from fastcore.basics import patch
 
 from .encoders import LXMERT, LXMERTConfig
-from .features import FeatureStore, atomic_write
+from .features import FeatureStore, atomic_write, check_device
 from .dataset import (ITM_MATCH, ITMDataset, ITMPair, ITMPairDataset, collate_itm, flip_pairs, load_tokenizer,
                                   make_eval_pairs, make_toy_data, position_records, read_kaggle_csv, read_karpathy_json,
                                   split_by_image)
@@ -288,13 +288,18 @@ def save_pretrained(self: ITMModel, save_dir, tokenizer=None, extra: dict | None
     return d
 
 
+class DamagedCheckpointError(ValueError):
+    "A checkpoint file that cannot be read at all (cut short, or not what its name says)."
+
+
 def read_config(ckpt_dir) -> dict:
     "The checkpoint's `config.json`, with a clear error when the folder is not a checkpoint."
     p = Path(ckpt_dir) / CONFIG_NAME
     if not p.exists():
         raise FileNotFoundError(f"{ckpt_dir} is not a simplelxmert checkpoint: {CONFIG_NAME} is missing "
                                 f"(train one with `simplelxmert_train ... --out DIR`)")
-    return json.loads(p.read_text())
+    try: return json.loads(p.read_text())
+    except json.JSONDecodeError as e: raise DamagedCheckpointError(f"{p} is not valid JSON ({e}): the checkpoint is damaged") from None
 
 
 @patch(cls_method=True)
@@ -305,7 +310,9 @@ def from_pretrained(cls: ITMModel, ckpt_dir, map_location="cpu"):
         raise FileNotFoundError(f"{Path(ckpt_dir) / WEIGHTS_NAME} is missing")
     model = cls(LXMERTConfig.from_dict(cfg["lxmert"]), head=cfg.get("head", "bce"), feature_norm=cfg.get("feature_norm"),
                 mlm=cfg.get("mlm", False))
-    state = load_file(str(Path(ckpt_dir) / WEIGHTS_NAME), device=str(map_location))
+    try: state = load_file(str(Path(ckpt_dir) / WEIGHTS_NAME), device=str(map_location))
+    except Exception as e:   # safetensors' own error type: a file cut short, or not safetensors at all
+        raise DamagedCheckpointError(f"{Path(ckpt_dir) / WEIGHTS_NAME} cannot be read ({e}): the checkpoint is damaged") from None
     model.load_state_dict(state, strict=True)
     model.checkpoint_config = cfg
     return model.eval()
@@ -805,6 +812,8 @@ def _check_train_args(p, args):
         if getattr(args, flag) < 1: p.error(f"--{flag.replace('_', '-')} must be at least 1, got {getattr(args, flag)}")
     if args.max_len < 3: p.error(f"--max-len must be at least 3 ([CLS], a word, [SEP]), got {args.max_len}")
     if args.max_minutes is not None and args.max_minutes <= 0: p.error(f"--max-minutes must be positive, got {args.max_minutes}")
+    try: check_device(args.device)
+    except RuntimeError as e: p.error(str(e))
     layers = args.layers.split(",")
     if len(layers) != 3 or not all(v.strip().isdigit() for v in layers):
         p.error(f"--layers must be three comma-separated layer counts L,R,X (language, object, cross), e.g. 2,2,2; got {args.layers!r}")

@@ -124,6 +124,27 @@ def test_predict_cli_boxes_argument(setup, capsys):
     assert "--boxes: expected a list of [x1, y1, x2, y2]" in _cli_error([str(root/"ckpt"), str(img), "a red circle", "--boxes", "[[5, 5, 0, 0]]"])
 
 
+def test_predict_cli_more_inputs(setup, tmp_path, capsys):
+    toy, store, pred, root = setup
+    img = toy.images_dir/f"{store.ids[0]}.png"
+    ck = [str(root/"ckpt"), str(img), "a red circle ."]
+    assert predict_cli(ck + ["--boxes", str(toy.root/"boxes.json")]) is None          # the kit's own {file: boxes} file
+    with_file = float(capsys.readouterr().out.split()[0])
+    np.testing.assert_allclose(with_file, pred.score(img, ["a red circle ."])[0], atol=1e-3)
+    (tmp_path/"alone"/"images").mkdir(parents=True); shutil.copy(img, tmp_path/"alone"/"images"/img.name)
+    assert predict_cli([ck[0], str(tmp_path/"alone"/"images"/img.name), ck[2]]) is None   # no boxes.json: the toy extractor finds the shapes
+    np.testing.assert_allclose(float(capsys.readouterr().out.split()[0]), with_file, atol=1e-3)
+    assert "is a folder" in _cli_error([ck[0], str(toy.images_dir), ck[2]])
+    assert "--batch-size must be at least 1" in _cli_error(ck + ["--batch-size", "0"])
+    if not torch.cuda.is_available(): assert "sees no CUDA GPU" in _cli_error(ck + ["--device", "cuda"])
+    assert "is not one torch knows" in _cli_error(ck + ["--device", "tpu9"])
+    bad = tmp_path/"cut"; shutil.copytree(root/"ckpt", bad)
+    (bad/"model.safetensors").write_bytes((bad/"model.safetensors").read_bytes()[:100])
+    assert "model.safetensors cannot be read" in _cli_error([str(bad), str(img), "a red circle"])
+    bad = tmp_path/"json"; shutil.copytree(root/"ckpt", bad); (bad/"config.json").write_text("{'not': json")
+    assert "config.json is not valid JSON" in _cli_error([str(bad), str(img), "a red circle"])
+
+
 def test_cached_retrieval_needs_a_cross_layer(setup):
     toy, store, pred, _ = setup
     model = ITMModel(LXMERTConfig(vocab_size=len(pred.tokenizer), hidden_size=32, num_attention_heads=4, intermediate_size=64,
@@ -193,3 +214,25 @@ def test_demo_cli_missing_checkpoint_fails_early(tmp_path):
     with contextlib.redirect_stderr(err), pytest.raises(SystemExit) as e:
         demo_cli(["--out", str(tmp_path/"demo"), "--checkpoint", str(tmp_path/"nowhere")])
     assert e.value.code == 2 and "nowhere" in err.getvalue() and not (tmp_path/"demo").exists()
+
+
+def test_demo_cli_names_a_bad_setting(tmp_path):
+    from simplelxmert.inference import demo_cli
+    (tmp_path/"afile").write_text("x")
+    for argv, message in ((["--retrieval-images", "0"], "--retrieval-images must be at least 1"),
+                          (["--n-images", "3"], "--n-images must be at least 20"),
+                          (["--minutes", "0"], "--minutes must be positive"),
+                          (["--out", str(tmp_path/"afile")], "is a file: give a folder")):
+        err = io.StringIO()
+        with contextlib.redirect_stderr(err), pytest.raises(SystemExit):
+            demo_cli(["--out", str(tmp_path/"demo"), *argv])
+        assert message in err.getvalue(), argv
+    assert not (tmp_path/"demo").exists()
+
+
+@pytest.mark.skipif(not (TOY_CHECKPOINT/"model.safetensors").exists(), reason="no shipped toy checkpoint")
+def test_demo_says_when_a_checkpoint_may_have_trained_on_its_test_images(tmp_path, capsys):
+    from simplelxmert.inference import demo
+    demo(["--out", str(tmp_path/"demo"), "--n-images", "40", "--retrieval-images", "2", "--checkpoint", "toy"])
+    out = capsys.readouterr().out
+    assert "careful: toy was trained on this world, seed 0, split over 2000 images" in out and "never seen in training" not in out
