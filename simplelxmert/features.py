@@ -217,6 +217,11 @@ class FeatureStoreWriter:
         self._shapes = _row_shapes(self.k, self.dim)
         self.path.mkdir(parents=True, exist_ok=True)
         self._lock()                                   # before meta.json: two writers never create one store twice
+        try: self._open()
+        except BaseException: self._lockf.close(); raise   # a refused store is not left locked
+
+    def _open(self):
+        "Check or create meta.json, cut what was written after the last commit, open the files for appending."
         if (self.path/"meta.json").exists():
             info = _read_info(self.path)
             if (info["k"], info["dim"], info["meta"]) != (self.k, self.dim, self.meta):
@@ -240,7 +245,9 @@ class FeatureStoreWriter:
             import fcntl
             fcntl.flock(self._lockf, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except ImportError: pass
-        except OSError: raise RuntimeError(f"another process is writing to the feature store {self.path}; wait for it to finish") from None
+        except OSError:
+            self._lockf.close()
+            raise RuntimeError(f"another process is writing to the feature store {self.path}; wait for it to finish") from None
 
     def add(self, image_id: str, feats, boxes, mask):
         "Append one image's regions (visible to readers after the next commit)."
@@ -487,9 +494,10 @@ def make_extractor(meta_or_name="frcnn", k: int | None = None, device=None, **kw
 
 # %% ../nbs/00_features.ipynb #fb4ad7d2
 def _parse_boxes(value, where: str) -> np.ndarray:
-    "One image's entry of a boxes file: a list of `[x1, y1, x2, y2]` in pixels → `[N, 4]` float32, or a clear error."
+    "One image's entry of a boxes file: a list of `[x1, y1, x2, y2]` in pixels (or one such box) → `[N, 4]` float32, or a clear error."
     try: b = np.asarray(value, np.float32)
     except (TypeError, ValueError): b = None
+    if b is not None and b.shape == (4,): b = b[None]   # a single box
     if b is not None and b.size == 0: return np.zeros((0, 4), np.float32)
     if b is None or b.ndim != 2 or b.shape[1] != 4 or not np.isfinite(b).all() or not ((b[:, 2] > b[:, 0]) & (b[:, 3] > b[:, 1])).all():
         raise ValueError(f"{where}: expected a list of [x1, y1, x2, y2] boxes in pixels with x2 > x1 and y2 > y1, got {str(value)[:80]}")

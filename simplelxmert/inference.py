@@ -6,17 +6,17 @@
 from __future__ import annotations
 
 # %% auto #0
-__all__ = ['TOY_CHECKPOINT', 'CHECKPOINT_FILES', 'NOT_RECIPE', 'FALLBACK_RECIPE', 'FIRST_LESSON', 'checkpoint_dir', 'read_image',
-           'boxes_next_to', 'sigmoid', 'Predictor', 'show_scores', 'AttentionMaps', 'box_heat', 'show_box_attention',
-           'show_word_attention', 'show_matrix', 'box_names', 'grounding', 'recall_at_k', 'TextBank', 'VisionBank',
-           'cross_projections', 'caption_batch', 'region_batch', 'encode_texts', 'encode_images', 'match_pooled',
-           'pair_batches', 'cached_pair_scores', 'cached_scores', 'naive_scores', 'retrieval_banks', 'retrieval_eval',
-           'mean_pool', 'DualEncoder', 'distinct_image_batch', 'fit_dual_encoder', 'rerank', 'rerank_recall',
-           'pair_logits', 'itm_accuracy', 'predict_cli', 'recipe_of', 'recipe_argv', 'short_run_recipe',
-           'training_progress', 'demo_parser', 'demo', 'demo_cli']
+__all__ = ['TOY_CHECKPOINT', 'CHECKPOINT_FILES', 'NOT_RECIPE', 'FALLBACK_RECIPE', 'FIRST_LESSON', 'DEMO_RUN', 'checkpoint_dir',
+           'read_image', 'boxes_next_to', 'sigmoid', 'Predictor', 'show_scores', 'AttentionMaps', 'box_heat',
+           'show_box_attention', 'show_word_attention', 'show_matrix', 'box_names', 'grounding', 'recall_at_k',
+           'TextBank', 'VisionBank', 'cross_projections', 'caption_batch', 'region_batch', 'encode_texts',
+           'encode_images', 'match_pooled', 'pair_batches', 'cached_pair_scores', 'cached_scores', 'naive_scores',
+           'retrieval_banks', 'retrieval_eval', 'mean_pool', 'DualEncoder', 'distinct_image_batch', 'fit_dual_encoder',
+           'rerank', 'rerank_recall', 'pair_logits', 'itm_accuracy', 'predict_cli', 'recipe_of', 'recipe_argv',
+           'short_run_recipe', 'training_progress', 'demo_parser', 'demo_recipe', 'min_demo_images', 'demo', 'demo_cli']
 
 # %% ../nbs/05_inference.ipynb #2a185421
-import argparse, json, os, re, sys, time
+import argparse, itertools, json, os, re, sys, time
 from dataclasses import dataclass
 from pathlib import Path
 import numpy as np, torch
@@ -604,23 +604,44 @@ def demo_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no training progress bar")
     return p
 
+def demo_recipe() -> dict:
+    "The demo's training recipe: the shipped checkpoint's (chapter 04) without its first lesson, or `FALLBACK_RECIPE`."
+    return short_run_recipe(recipe_of("toy")) if (TOY_CHECKPOINT/"config.json").exists() else FALLBACK_RECIPE
+
+DEMO_RUN = ("n_images", "data_seed", "seed", "steps")   # what the demo's own flags set in a run it trains
+
+def _demo_run_settings(a) -> dict: return {"n_images": a.n_images, "data_seed": a.seed, "seed": a.seed, "steps": a.steps}
+
+def _check_saved_run(a, ckpt: Path):
+    "A run already in `ckpt` is kept or resumed only if it is this demo's run (same images, seed, steps): else say so."
+    saved = read_config(ckpt).get("train_args", {})
+    wanted = _demo_run_settings(a)
+    if differ := [k for k in DEMO_RUN if k in saved and saved[k] != wanted[k]]:
+        flag = {"n_images": "--n-images", "data_seed": "--seed", "seed": "--seed", "steps": "--steps"}
+        raise SystemExit(f"simplelxmert_demo: error: {ckpt} holds a run trained with "
+                         + ", ".join(dict.fromkeys(f"{flag[k]} {saved[k]}" for k in differ)) + ", not "
+                         + ", ".join(dict.fromkeys(f"{flag[k]} {wanted[k]}" for k in differ))
+                         + f": re-run with those settings to continue it, or delete {ckpt} (or choose another --out) to train anew")
+
 def _train_stage(a, out: Path) -> dict:
     "Step 2 of the demo: train (or resume, or keep) the run in `out/checkpoint` with the shipped checkpoint's recipe."
     ckpt = out/"checkpoint"; before = training_progress(ckpt)
+    if before: _check_saved_run(a, ckpt)
     if before and (before["step"] >= before["steps"] or before["minutes"] >= a.minutes):
         _say(f"      kept: {ckpt} already holds a finished run (step {before['step']}/{before['steps']}, "
              f"{before['minutes']:.1f} min); delete that folder to train again")
         return {**before, "trained_now": False}
-    recipe = short_run_recipe(recipe_of("toy")) if (TOY_CHECKPOINT/"config.json").exists() else FALLBACK_RECIPE
-    try: argv = recipe_argv(recipe)
-    except ValueError as e: _say(f"      note: {e}; left out"); argv = recipe_argv(recipe, strict=False)
+    budget = ["--max-minutes", str(a.minutes), "--out", str(ckpt), "--resume", "--threads", str(a.threads)] + ["--quiet"] * a.quiet
+    if before:   # the saved run carries its own settings: --resume continues it with them
+        _say(f"      resuming the run saved at step {before['step']} ({before['minutes']:.1f} of {a.minutes:g} min spent)")
+        train_cli(budget)
+        return {**training_progress(ckpt), "trained_now": True}
+    try: argv = recipe_argv(demo_recipe())
+    except ValueError as e: _say(f"      note: {e}; left out"); argv = recipe_argv(demo_recipe(), strict=False)
     _say(f"      recipe of the shipped checkpoint (chapter 04) without its first lesson: {' '.join(argv)}")
-    if before: _say(f"      resuming the run saved at step {before['step']} ({before['minutes']:.1f} of {a.minutes:g} min spent)")
     train_cli(["--data", "toy", "--data-dir", str(out/"data"), "--n-images", str(a.n_images), "--data-seed", str(a.seed),
-               "--seed", str(a.seed), "--steps", str(a.steps), "--max-minutes", str(a.minutes), "--out", str(ckpt), "--resume",
-               "--threads", str(a.threads), "--eval-every", str(max(a.steps // 3, 1)), "--save-every", str(max(a.steps // 3, 1)),
-               "--max-val-pairs", "500"]
-              + argv + ["--quiet"] * a.quiet)
+               "--seed", str(a.seed), "--steps", str(a.steps), "--eval-every", str(max(a.steps // 3, 1)),
+               "--save-every", str(max(a.steps // 3, 1)), "--max-val-pairs", "500"] + argv + budget)
     return {**training_progress(ckpt), "trained_now": True}
 
 def _trained_on_this_world(ckpt, a) -> int | None:
@@ -630,9 +651,20 @@ def _trained_on_this_world(ckpt, a) -> int | None:
     if args.get("data") == "toy" and args.get("data_seed") == a.seed and args.get("n_images") != a.n_images: return args["n_images"]
     return None
 
+def min_demo_images(batch_size: int | None, captions_per_image: int = 5, fractions=(0.8, 0.1, 0.1)) -> int:
+    """The fewest ShapesWorld images for the demo: two in the test split and, when it trains (`batch_size` given), one
+    full batch of training captions (the split rounds as `split_by_image` does)."""
+    def fits(n):
+        cuts = np.round(np.cumsum(fractions) * n).astype(int)
+        return n - cuts[1] >= 2 and (batch_size is None or cuts[0] * captions_per_image >= batch_size)
+    return next(n for n in itertools.count(2) if fits(n))
+
 def _check_demo_args(p, a):
     "Clear errors, naming the flag, for settings the demo cannot run."
-    if a.n_images < 20: p.error(f"--n-images must be at least 20 (its test split needs two images), got {a.n_images}")
+    batch = None if a.checkpoint is not None else demo_recipe().get("batch_size", 32)
+    if a.n_images < (need := min_demo_images(batch)):
+        p.error(f"--n-images must be at least {need} (" + ("two test images" if batch is None else
+                f"two test images and a full training batch of {batch} captions") + f"), got {a.n_images}")
     for flag in ("steps", "retrieval_images", "threads"):
         if getattr(a, flag) < 1: p.error(f"--{flag.replace('_', '-')} must be at least 1, got {getattr(a, flag)}")
     if a.minutes <= 0: p.error(f"--minutes must be positive, got {a.minutes}")

@@ -804,6 +804,13 @@ def given_flags(p: argparse.ArgumentParser, argv) -> set:
     ns = p.parse_args(argv, argparse.Namespace(**{k: unset for k in vars(p.parse_args(argv))}))
     return {k for k, v in vars(ns).items() if v is not unset}
 
+def _as_flag(p: argparse.ArgumentParser, dest: str, value) -> str:
+    "How `value` of option `dest` was given: `with --steps 300`, `with --no-amp`, `without --no-amp`, `with --device left to its default`."
+    action = next(a for a in p._actions if a.dest == dest)
+    flag = action.option_strings[-1]
+    if action.nargs == 0: return f"{'with' if value else 'without'} {flag}"
+    return f"with {flag} left to its default" if value is None else f"with {flag} {value}"
+
 def _check_train_args(p, args):
     "Clear errors, naming the flag, for settings that cannot run."
     if args.data is None: p.error("--data toy|flickr30k is required")
@@ -824,17 +831,19 @@ def train_cli(argv=None):
     args = p.parse_args(argv)
     out = Path(args.out)
     resuming = args.resume and (out / STATE_NAME).exists()
-    if not resuming and (out / CONFIG_NAME).exists():
-        p.error(f"{out} holds a checkpoint (step {read_config(out).get('step')}): "
+    try: saved_config = read_config(out) if (out / CONFIG_NAME).exists() else None
+    except DamagedCheckpointError as e: p.error(f"{e}; delete {out} (or choose another --out) to train anew")
+    if not resuming and saved_config is not None:
+        p.error(f"{out} holds a checkpoint (step {saved_config.get('step')}): "
                 + ("pass --resume to continue its run, or " if (out / STATE_NAME).exists() else "")
                 + "choose another --out (or delete the folder to start over)")
     if resuming:  # the saved run's settings, except where to run and for how long
-        saved = read_config(out).get("train_args", {})
+        saved = (saved_config or {}).get("train_args", {})
         changed = sorted(k for k in given_flags(p, argv) - {"resume", "out", *RESUME_MAY_CHANGE}
                          if k in saved and saved[k] != getattr(args, k))
         if changed:
-            flags = ", ".join(f"--{k.replace('_', '-')} {saved[k]}" for k in changed)
-            p.error(f"{out} was trained with {flags}: --resume continues that run with its own settings (only "
+            flags = ", ".join(_as_flag(p, k, saved[k]) for k in changed)
+            p.error(f"{out} was trained {flags}: --resume continues that run with its own settings (only "
                     f"--max-minutes, --quiet, --device, --threads and --num-workers may change); leave those flags out, "
                     f"or train a new run with another --out")
         keep = {k: getattr(args, k) for k in ("max_minutes", "quiet")}      # this invocation's budget and display

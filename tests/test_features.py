@@ -326,3 +326,25 @@ def test_cli_help_and_run(world, tmp_path, capsys):
     assert extract_cli([str(out / "images"), str(tmp_path / "s"), "--extractor", "toy", "--boxes", str(out / "boxes.json")]) == 0
     assert "already present 40" in capsys.readouterr().out
     assert extract_cli([str(tmp_path / "missing"), str(tmp_path / "s2")]) == 2
+
+
+def test_a_refused_writer_leaves_the_store_unlocked(tmp_path):
+    FeatureStoreWriter(tmp_path/"s", k=2, dim=4).close()
+    with pytest.raises(ValueError, match="was created with k=2") as refused:
+        FeatureStoreWriter(tmp_path/"s", k=3, dim=4)
+    with FeatureStoreWriter(tmp_path/"s", k=2, dim=4) as w:     # while the refused one is still referenced
+        w.add("a", np.ones((2, 4), np.float32), np.array([[0, 0, 1, 1]] * 2, np.float32), np.array([1, 0], bool))
+        with pytest.raises(RuntimeError, match="another process is writing"): FeatureStoreWriter(tmp_path/"s", k=2, dim=4)
+    assert refused.value is not None and FeatureStore(tmp_path/"s").ids == ["a"]
+
+
+def test_boxes_entries_are_checked_and_one_box_may_be_given_flat():
+    from fastcore.test import test_eq
+    from simplelxmert.features import _parse_boxes, _load_boxes
+    test_eq(_parse_boxes([1, 2, 30, 40], "b").tolist(), [[1, 2, 30, 40]])
+    test_eq(_parse_boxes([[1, 2, 30, 40], [0, 0, 5, 5]], "b").shape, (2, 4))
+    test_eq(_parse_boxes([], "b").shape, (0, 4))
+    for bad in ([1, 2, 3], [[5, 5, 0, 0]], [[1, 2, "x", 4]], [[1, 2, float("nan"), 4]], "12"):
+        with pytest.raises(ValueError, match=r"boxes.json: a.png: expected a list of \[x1, y1, x2, y2\]"):
+            _parse_boxes(bad, "boxes.json: a.png")
+    with pytest.raises(ValueError, match="boxes: b.png: expected"): _load_boxes({"a.png": [0, 0, 2, 2], "b.png": [[0, 0]]})

@@ -220,7 +220,8 @@ def test_demo_cli_names_a_bad_setting(tmp_path):
     from simplelxmert.inference import demo_cli
     (tmp_path/"afile").write_text("x")
     for argv, message in ((["--retrieval-images", "0"], "--retrieval-images must be at least 1"),
-                          (["--n-images", "3"], "--n-images must be at least 20"),
+                          (["--n-images", "31"], "--n-images must be at least 32 (two test images and a full training batch of 128"),
+                          (["--n-images", "15", "--checkpoint", "toy"], "--n-images must be at least 16 (two test images)"),
                           (["--minutes", "0"], "--minutes must be positive"),
                           (["--out", str(tmp_path/"afile")], "is a file: give a folder")):
         err = io.StringIO()
@@ -228,6 +229,32 @@ def test_demo_cli_names_a_bad_setting(tmp_path):
             demo_cli(["--out", str(tmp_path/"demo"), *argv])
         assert message in err.getvalue(), argv
     assert not (tmp_path/"demo").exists()
+
+
+def test_min_demo_images_fits_the_split():
+    from simplelxmert.inference import min_demo_images
+    from simplelxmert.dataset import split_by_image, CaptionRecord
+    def split_sizes(n):
+        recs = split_by_image([CaptionRecord(image=f"{i}.png", caption="c", number=0) for i in range(n)])
+        return {s: sum(r.split == s for r in recs) for s in ("train", "val", "test")}
+    for batch in (None, 32, 128, 200):
+        n = min_demo_images(batch)
+        ok = lambda m: split_sizes(m)["test"] >= 2 and (batch is None or 5 * split_sizes(m)["train"] >= batch)
+        assert ok(n) and not ok(n - 1), (batch, n)
+
+
+def test_demo_resumes_its_own_run_and_names_another(tmp_path, capsys):
+    from simplelxmert.inference import demo, training_progress
+    out = tmp_path/"demo"; base = ["--out", str(out), "--n-images", "32", "--retrieval-images", "2", "--quiet"]
+    if not (TOY_CHECKPOINT/"config.json").exists(): pytest.skip("the demo's recipe comes from the shipped toy checkpoint")
+    demo(base + ["--steps", "3", "--minutes", "1e-4"])          # stops after its first step: the budget is spent
+    first = training_progress(out/"checkpoint")
+    assert first["step"] < 3
+    demo(base + ["--steps", "3", "--minutes", "5"])             # the same run with a larger budget: resumed to the end
+    assert "resuming the run saved at step" in capsys.readouterr().out
+    assert training_progress(out/"checkpoint")["step"] == 3
+    with pytest.raises(SystemExit, match=r"trained with --steps 3, not --steps 6: re-run with those settings"):
+        demo(base + ["--steps", "6", "--minutes", "5"])
 
 
 @pytest.mark.skipif(not (TOY_CHECKPOINT/"model.safetensors").exists(), reason="no shipped toy checkpoint")

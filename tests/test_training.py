@@ -375,6 +375,8 @@ def test_train_cli_guards_a_finished_run_and_its_settings(tmp_path, capsys):
     fresh = base + ["--out", str(tmp_path / "o3")]                  # (the last --out counts)
     for argv, message in ((base, "holds a checkpoint (step 3): pass --resume to continue its run"),
                           (base[:-6] + ["--steps", "6", "--resume"], "was trained with --steps 3: --resume continues"),
+                          (base[:-6] + ["--no-amp", "--feature-norm", "none", "--resume"],
+                           "was trained with --feature-norm standardize, without --no-amp: --resume continues"),
                           (fresh + ["--eval-every", "0"], "--eval-every must be at least 1"),
                           (fresh + ["--max-len", "1"], "--max-len must be at least 3"),
                           (fresh + ["--max-minutes", "-1"], "--max-minutes must be positive")):
@@ -382,5 +384,8 @@ def test_train_cli_guards_a_finished_run_and_its_settings(tmp_path, capsys):
         assert message in capsys.readouterr().err, argv
     train_cli(["--out", str(tmp_path / "o"), "--resume", "--quiet", "--threads", "1"])   # nothing left to do: allowed
     assert json.loads((tmp_path / "o" / "history.json").read_text())[-1]["step"] == 3
+    (tmp_path / "o" / "config.json").write_text('{"step": 3, "train_a')                 # a damaged checkpoint: named
+    with pytest.raises(SystemExit): train_cli(["--out", str(tmp_path / "o"), "--resume", "--quiet"])
+    assert "config.json is not valid JSON" in capsys.readouterr().err
     with pytest.raises(SystemExit, match="made with"):   # an existing world of another size: one line, not a traceback
         train_cli(base[:4] + ["--n-images", "50", "--out", str(tmp_path / "o2"), "--quiet"])
