@@ -6,7 +6,7 @@
 from __future__ import annotations
 
 # %% auto #0
-__all__ = ['TOY_CHECKPOINT', 'CHECKPOINT_FILES', 'NOT_RECIPE', 'FALLBACK_RECIPE', 'FIRST_LESSON', 'DEMO_RUN', 'checkpoint_dir',
+__all__ = ['TOY_CHECKPOINT', 'CHECKPOINT_FILES', 'NOT_RECIPE', 'FALLBACK_RECIPE', 'FIRST_LESSON', 'DEMO_FLAGS', 'checkpoint_dir',
            'read_image', 'boxes_next_to', 'sigmoid', 'Predictor', 'show_scores', 'AttentionMaps', 'box_heat',
            'show_box_attention', 'show_word_attention', 'show_matrix', 'box_names', 'grounding', 'recall_at_k',
            'TextBank', 'VisionBank', 'cross_projections', 'caption_batch', 'region_batch', 'encode_texts',
@@ -27,7 +27,7 @@ import simplelxmert
 from .features import _parse_boxes, check_device, RegionFeatures, FeatureStore, load_image, make_extractor, load_scenes
 from .dataset import (encode_captions, collate_itm, load_tokenizer, image_id, parse_caption, find_object,
                                   make_toy_data, make_eval_pairs, ITMPairDataset, ObjectRef, SHAPE_WORDS)
-from .training import DamagedCheckpointError, ITMModel, default_device, read_config, train_cli, train_parser, write_json
+from .training import DamagedCheckpointError, ITMModel, default_device, read_config, STATE_NAME, train_cli, train_parser, write_json
 
 # %% ../nbs/05_inference.ipynb #a484366d
 TOY_CHECKPOINT = Path(simplelxmert.__file__).parent/"assets"/"toy_itm"
@@ -584,7 +584,10 @@ def training_progress(ckpt) -> dict | None:
     "Where the training run in folder `ckpt` stands: `{'step', 'steps', 'minutes'}` from its files; None if none is saved."
     ckpt = Path(ckpt)
     if not all((ckpt/f).exists() for f in ("config.json", "history.json", "model.safetensors")): return None
-    cfg, hist = json.loads((ckpt/"config.json").read_text()), json.loads((ckpt/"history.json").read_text())
+    cfg = read_config(ckpt)                                           # a damaged file is named
+    try: hist = json.loads((ckpt/"history.json").read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise DamagedCheckpointError(f"{ckpt/'history.json'} is not valid JSON ({e}): the checkpoint is damaged") from None
     return {"step": int(cfg.get("step", 0)), "steps": int(cfg.get("train_args", {}).get("steps", 0)),
             "minutes": (hist[-1]["elapsed_s"] / 60) if hist else 0.0}
 
@@ -608,41 +611,71 @@ def demo_recipe() -> dict:
     "The demo's training recipe: the shipped checkpoint's (chapter 04) without its first lesson, or `FALLBACK_RECIPE`."
     return short_run_recipe(recipe_of("toy")) if (TOY_CHECKPOINT/"config.json").exists() else FALLBACK_RECIPE
 
-DEMO_RUN = ("n_images", "data_seed", "seed", "steps")   # what the demo's own flags set in a run it trains
+DEMO_FLAGS = {"n_images": "--n-images", "data_seed": "--seed", "seed": "--seed", "steps": "--steps"}   # train_args the demo sets
 
 def _demo_run_settings(a) -> dict: return {"n_images": a.n_images, "data_seed": a.seed, "seed": a.seed, "steps": a.steps}
 
-def _check_saved_run(a, ckpt: Path):
-    "A run already in `ckpt` is kept or resumed only if it is this demo's run (same images, seed, steps): else say so."
-    saved = read_config(ckpt).get("train_args", {})
-    wanted = _demo_run_settings(a)
-    if differ := [k for k in DEMO_RUN if k in saved and saved[k] != wanted[k]]:
-        flag = {"n_images": "--n-images", "data_seed": "--seed", "seed": "--seed", "steps": "--steps"}
-        raise SystemExit(f"simplelxmert_demo: error: {ckpt} holds a run trained with "
-                         + ", ".join(dict.fromkeys(f"{flag[k]} {saved[k]}" for k in differ)) + ", not "
-                         + ", ".join(dict.fromkeys(f"{flag[k]} {wanted[k]}" for k in differ))
-                         + f": re-run with those settings to continue it, or delete {ckpt} (or choose another --out) to train anew")
+def _as_demo_flags(settings: dict) -> str: return " ".join(dict.fromkeys(f"{DEMO_FLAGS[k]} {v}" for k, v in settings.items()))
+
+def _demo_error(message: str): raise SystemExit(f"simplelxmert_demo: error: {message}")
+
+def _check_out_folder(a, out: Path):
+    """Before any work: what `out` already holds (a training run, a toy world) was made by this demo with these
+    settings; else one error saying what differs and what to do."""
+    ckpt = out/"checkpoint"
+    if a.checkpoint is None and training_progress(ckpt):
+        saved = read_config(ckpt).get("train_args", {})
+        if saved.get("data") != "toy" or any(k not in saved for k in DEMO_FLAGS):
+            _demo_error(f"{ckpt} holds a checkpoint this demo did not train: choose another --out, or delete that folder")
+        wanted = _demo_run_settings(a)
+        if differ := [k for k in DEMO_FLAGS if saved[k] != wanted[k]]:
+            _demo_error(f"{ckpt} holds a run trained with {_as_demo_flags({k: saved[k] for k in differ})}, not "
+                        f"{_as_demo_flags({k: wanted[k] for k in differ})}: re-run with those settings to keep or continue it, "
+                        f"or delete {ckpt} (or choose another --out) to train anew")
+    made = out/"data"/"toydata.json"
+    if made.exists():
+        try: old = json.loads(made.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError): old = None
+        if not isinstance(old, dict) or (old.get("n_images"), old.get("seed")) != (a.n_images, a.seed):
+            held = (f"a world of --n-images {old.get('n_images')} --seed {old.get('seed')}" if isinstance(old, dict)
+                    else f"an unreadable {made}")
+            _demo_error(f"{out/'data'} holds {held}, not --n-images {a.n_images} --seed {a.seed}: re-run with those "
+                        f"settings, or choose another --out (or delete {out})")
 
 def _train_stage(a, out: Path) -> dict:
     "Step 2 of the demo: train (or resume, or keep) the run in `out/checkpoint` with the shipped checkpoint's recipe."
-    ckpt = out/"checkpoint"; before = training_progress(ckpt)
-    if before: _check_saved_run(a, ckpt)
-    if before and (before["step"] >= before["steps"] or before["minutes"] >= a.minutes):
-        _say(f"      kept: {ckpt} already holds a finished run (step {before['step']}/{before['steps']}, "
-             f"{before['minutes']:.1f} min); delete that folder to train again")
+    ckpt = out/"checkpoint"; before = training_progress(ckpt)          # its settings: checked by _check_out_folder
+    kept = None
+    if before and not (ckpt/STATE_NAME).exists():
+        kept = f"holds a model without its trainer state ({STATE_NAME}), so its run cannot continue; delete that folder to train again"
+    elif before and before["step"] >= before["steps"]:
+        kept = f"already holds the finished run (step {before['step']}/{before['steps']}, {before['minutes']:.1f} min); delete that folder to train again"
+    elif before and before["minutes"] >= a.minutes:
+        kept = (f"holds this run, stopped by its {before['minutes']:.1f}-minute budget at step {before['step']}/{before['steps']}; "
+                f"re-run with a larger --minutes to continue it")
+    if kept:
+        _say(f"      kept: {ckpt} {kept}")
         return {**before, "trained_now": False}
     budget = ["--max-minutes", str(a.minutes), "--out", str(ckpt), "--resume", "--threads", str(a.threads)] + ["--quiet"] * a.quiet
     if before:   # the saved run carries its own settings: --resume continues it with them
         _say(f"      resuming the run saved at step {before['step']} ({before['minutes']:.1f} of {a.minutes:g} min spent)")
-        train_cli(budget)
-        return {**training_progress(ckpt), "trained_now": True}
+        train_cli(budget + ["--data-dir", str(out/"data")])            # the world where it is now, if --out moved
+        return _trained(ckpt)
     try: argv = recipe_argv(demo_recipe())
     except ValueError as e: _say(f"      note: {e}; left out"); argv = recipe_argv(demo_recipe(), strict=False)
     _say(f"      recipe of the shipped checkpoint (chapter 04) without its first lesson: {' '.join(argv)}")
     train_cli(["--data", "toy", "--data-dir", str(out/"data"), "--n-images", str(a.n_images), "--data-seed", str(a.seed),
                "--seed", str(a.seed), "--steps", str(a.steps), "--eval-every", str(max(a.steps // 3, 1)),
                "--save-every", str(max(a.steps // 3, 1)), "--max-val-pairs", "500"] + argv + budget)
-    return {**training_progress(ckpt), "trained_now": True}
+    return _trained(ckpt)
+
+def _trained(ckpt: Path) -> dict:
+    "Where the run stands after this call trained it (and how to go on, in the demo's terms, if it stopped early)."
+    after = training_progress(ckpt)
+    if after["step"] < after["steps"]:
+        _say(f"      the demo stopped training at step {after['step']}/{after['steps']}: re-run it with the same --out and a "
+             f"larger --minutes to continue this run (the demo resumes by itself)")
+    return {**after, "trained_now": True}
 
 def _trained_on_this_world(ckpt, a) -> int | None:
     """The image count of a toy checkpoint trained on this demo's world (same seed) split over another number of
@@ -674,6 +707,7 @@ def demo(argv=None) -> dict:
     "The pipeline of `simplelxmert_demo` (same arguments, as a list); returns the report it writes to `report.json`."
     p = demo_parser(); a = p.parse_args(argv); _check_demo_args(p, a)
     if a.checkpoint is not None: checkpoint_dir(a.checkpoint)          # a missing checkpoint fails now, not after the data
+    _check_out_folder(a, Path(a.out))                                  # and a folder holding another run or world
     torch.set_num_threads(a.threads)
     out = Path(a.out); out.mkdir(parents=True, exist_ok=True); t0 = time.time(); seconds = {}
     def lap(name): seconds[name] = round(max(time.time() - t0 - sum(seconds.values()), 0.0), 1); _say(f"      ({seconds[name]:.0f} s)")

@@ -298,8 +298,11 @@ def read_config(ckpt_dir) -> dict:
     if not p.exists():
         raise FileNotFoundError(f"{ckpt_dir} is not a simplelxmert checkpoint: {CONFIG_NAME} is missing "
                                 f"(train one with `simplelxmert_train ... --out DIR`)")
-    try: return json.loads(p.read_text())
-    except json.JSONDecodeError as e: raise DamagedCheckpointError(f"{p} is not valid JSON ({e}): the checkpoint is damaged") from None
+    try: cfg = json.loads(p.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise DamagedCheckpointError(f"{p} is not valid JSON ({e}): the checkpoint is damaged") from None
+    if not isinstance(cfg, dict): raise DamagedCheckpointError(f"{p} holds a {type(cfg).__name__}, not a JSON object: the checkpoint is damaged")
+    return cfg
 
 
 @patch(cls_method=True)
@@ -796,7 +799,8 @@ def _init_distributed():
     return dist_info()
 
 
-RESUME_MAY_CHANGE = ("max_minutes", "quiet", "device", "threads", "num_workers")   # where and how long, not what
+# where and how long, not what (a toy world moved elsewhere is checked by its toydata.json, or made again, the same)
+RESUME_MAY_CHANGE = ("max_minutes", "quiet", "device", "threads", "num_workers", "data_dir")
 
 def given_flags(p: argparse.ArgumentParser, argv) -> set:
     "The destinations of the options given on the command line, not left to their defaults."
@@ -804,10 +808,14 @@ def given_flags(p: argparse.ArgumentParser, argv) -> set:
     ns = p.parse_args(argv, argparse.Namespace(**{k: unset for k in vars(p.parse_args(argv))}))
     return {k for k, v in vars(ns).items() if v is not unset}
 
+def _flag_name(p: argparse.ArgumentParser, dest: str) -> str:
+    "The command-line name of option `dest`: `max_minutes` → `--max-minutes`."
+    return next(a for a in p._actions if a.dest == dest).option_strings[-1]
+
 def _as_flag(p: argparse.ArgumentParser, dest: str, value) -> str:
     "How `value` of option `dest` was given: `with --steps 300`, `with --no-amp`, `without --no-amp`, `with --device left to its default`."
     action = next(a for a in p._actions if a.dest == dest)
-    flag = action.option_strings[-1]
+    flag = _flag_name(p, dest)
     if action.nargs == 0: return f"{'with' if value else 'without'} {flag}"
     return f"with {flag} left to its default" if value is None else f"with {flag} {value}"
 
@@ -843,11 +851,12 @@ def train_cli(argv=None):
                          if k in saved and saved[k] != getattr(args, k))
         if changed:
             flags = ", ".join(_as_flag(p, k, saved[k]) for k in changed)
+            may = ", ".join(_flag_name(p, k) for k in RESUME_MAY_CHANGE)
             p.error(f"{out} was trained {flags}: --resume continues that run with its own settings (only "
-                    f"--max-minutes, --quiet, --device, --threads and --num-workers may change); leave those flags out, "
+                    f"{may} may change); leave those flags out, "
                     f"or train a new run with another --out")
         keep = {k: getattr(args, k) for k in ("max_minutes", "quiet")}      # this invocation's budget and display
-        keep.update({k: v for k in ("device", "threads", "num_workers") if (v := getattr(args, k)) is not None})
+        keep.update({k: v for k in RESUME_MAY_CHANGE if k not in keep and (v := getattr(args, k)) is not None})
         args = argparse.Namespace(**{**vars(args), **saved, **keep, "resume": True, "out": str(out)})
     _check_train_args(p, args)
     try: return _train_from_args(args, out, resuming)

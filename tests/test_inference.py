@@ -255,6 +255,46 @@ def test_demo_resumes_its_own_run_and_names_another(tmp_path, capsys):
     assert training_progress(out/"checkpoint")["step"] == 3
     with pytest.raises(SystemExit, match=r"trained with --steps 3, not --steps 6: re-run with those settings"):
         demo(base + ["--steps", "6", "--minutes", "5"])
+    world = (out/"data"/"toydata.json").read_text()
+    with pytest.raises(SystemExit, match=r"trained with --n-images 32, not --n-images 40"):   # before any data is made
+        demo(base[:2] + ["--n-images", "40"] + base[4:] + ["--steps", "3"])
+    assert (out/"data"/"toydata.json").read_text() == world
+
+
+def test_demo_resumes_a_moved_run_in_its_new_place(tmp_path, monkeypatch, capsys):
+    from simplelxmert.inference import demo, training_progress
+    if not (TOY_CHECKPOINT/"config.json").exists(): pytest.skip("the demo's recipe comes from the shipped toy checkpoint")
+    (tmp_path/"a").mkdir(); (tmp_path/"b").mkdir()
+    args = ["--n-images", "32", "--retrieval-images", "2", "--quiet", "--steps", "3"]
+    monkeypatch.chdir(tmp_path/"a")
+    demo(["--out", "demo"] + args + ["--minutes", "1e-4"])                # a relative --out, stopped after a step
+    assert "re-run it with the same --out and a larger --minutes" in capsys.readouterr().out
+    (tmp_path/"a"/"demo").rename(tmp_path/"moved")
+    monkeypatch.chdir(tmp_path/"b")
+    demo(["--out", "../moved"] + args + ["--minutes", "5"])
+    assert "resuming the run saved at step" in capsys.readouterr().out
+    assert training_progress(tmp_path/"moved"/"checkpoint")["step"] == 3
+    assert not any((tmp_path/"b").iterdir()) and not (tmp_path/"a"/"demo").exists()   # no second world anywhere
+
+
+def test_demo_names_a_checkpoint_it_cannot_keep_or_continue(tmp_path, capsys):
+    import shutil
+    from simplelxmert.inference import demo, demo_cli
+    from simplelxmert.training import STATE_NAME
+    if not (TOY_CHECKPOINT/"config.json").exists(): pytest.skip("the demo's recipe comes from the shipped toy checkpoint")
+    out = tmp_path/"demo"; base = ["--out", str(out), "--n-images", "32", "--retrieval-images", "2", "--quiet", "--steps", "2"]
+    demo(base); ckpt = out/"checkpoint"; capsys.readouterr()
+    (ckpt/STATE_NAME).unlink()                                          # a model without its trainer state: kept, said so
+    demo(base)
+    assert f"holds a model without its trainer state ({STATE_NAME})" in capsys.readouterr().out
+    (ckpt/"config.json").write_text('{"step": 1, "train_a')             # damaged: the file is named
+    with pytest.raises(SystemExit) as e: demo_cli(base)
+    assert e.value.code == 2 and "config.json is not valid JSON" in capsys.readouterr().err
+    (ckpt/"config.json").write_text('{"step": 1}')                        # not the demo's run
+    with pytest.raises(SystemExit, match="holds a checkpoint this demo did not train"): demo(base)
+    shutil.rmtree(ckpt)
+    with pytest.raises(SystemExit, match=r"holds a world of --n-images 32 --seed 0, not --n-images 40 --seed 0"):
+        demo(base[:2] + ["--n-images", "40"] + base[4:])
 
 
 @pytest.mark.skipif(not (TOY_CHECKPOINT/"model.safetensors").exists(), reason="no shipped toy checkpoint")
