@@ -660,18 +660,23 @@ def _train_stage(a, out: Path) -> dict:
     if before:   # the saved run carries its own settings: --resume continues it with them
         _say(f"      resuming the run saved at step {before['step']} ({before['minutes']:.1f} of {a.minutes:g} min spent)")
         train_cli(budget + ["--data-dir", str(out/"data")])            # the world where it is now, if --out moved
-        return _trained(ckpt)
+        return _trained(a, ckpt)
     try: argv = recipe_argv(demo_recipe())
     except ValueError as e: _say(f"      note: {e}; left out"); argv = recipe_argv(demo_recipe(), strict=False)
     _say(f"      recipe of the shipped checkpoint (chapter 04) without its first lesson: {' '.join(argv)}")
     train_cli(["--data", "toy", "--data-dir", str(out/"data"), "--n-images", str(a.n_images), "--data-seed", str(a.seed),
                "--seed", str(a.seed), "--steps", str(a.steps), "--eval-every", str(max(a.steps // 3, 1)),
                "--save-every", str(max(a.steps // 3, 1)), "--max-val-pairs", "500"] + argv + budget)
-    return _trained(ckpt)
+    return _trained(a, ckpt)
 
-def _trained(ckpt: Path) -> dict:
-    "Where the run stands after this call trained it (and how to go on, in the demo's terms, if it stopped early)."
+def _trained(a, ckpt: Path) -> dict:
+    """Where the run stands after this call trained it, and how to go on, in the demo's terms, if it stopped early:
+    by its --minutes budget (the demo goes on), or by a Ctrl-C (the demo stops too, exit status 130)."""
     after = training_progress(ckpt)
+    if after["step"] < after["steps"] and after["minutes"] < a.minutes:
+        print(f"simplelxmert_demo: interrupted at step {after['step']}/{after['steps']}; re-run the same command to "
+              f"continue this run", file=sys.stderr)
+        raise SystemExit(130)
     if after["step"] < after["steps"]:
         _say(f"      the demo stopped training at step {after['step']}/{after['steps']}: re-run it with the same --out and a "
              f"larger --minutes to continue this run (the demo resumes by itself)")
@@ -789,3 +794,5 @@ def demo_cli(argv=None):
     try: demo(argv)
     except (OSError, ValueError) as e:        # a bad checkpoint, a folder holding other data: a message, not a traceback
         demo_parser().exit(2, f"simplelxmert_demo: error: {e}\n")
+    except KeyboardInterrupt:                 # a second Ctrl-C, or one outside training: what is written is kept
+        demo_parser().exit(130, "simplelxmert_demo: interrupted; re-run the same command to go on from what is done\n")

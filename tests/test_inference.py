@@ -303,3 +303,19 @@ def test_demo_says_when_a_checkpoint_may_have_trained_on_its_test_images(tmp_pat
     demo(["--out", str(tmp_path/"demo"), "--n-images", "40", "--retrieval-images", "2", "--checkpoint", "toy"])
     out = capsys.readouterr().out
     assert "careful: toy was trained on this world, seed 0, split over 2000 images" in out and "never seen in training" not in out
+
+
+def test_demo_stops_on_ctrl_c_during_training_and_resumes(tmp_path, monkeypatch, capsys):
+    import simplelxmert.training as training
+    from simplelxmert.inference import demo, training_progress
+    if not (TOY_CHECKPOINT/"config.json").exists(): pytest.skip("the demo's recipe comes from the shipped toy checkpoint")
+    class CtrlCAtOnce(training.StopOnInterrupt):            # as if Ctrl-C came during the first step
+        def __enter__(self): super().__enter__(); self.hit = True; return self
+    out = tmp_path/"demo"; argv = ["--out", str(out), "--n-images", "32", "--retrieval-images", "2", "--quiet", "--steps", "3"]
+    with monkeypatch.context() as m:
+        m.setattr(training, "StopOnInterrupt", CtrlCAtOnce)
+        with pytest.raises(SystemExit) as e: demo(argv)
+    assert e.value.code == 130 and "interrupted at step 1/3; re-run the same command" in capsys.readouterr().err
+    assert training_progress(out/"checkpoint")["step"] == 1 and not (out/"report.json").exists()   # stopped before evaluating
+    report = demo(argv)
+    assert report["training"]["step"] == 3 and "resuming the run saved at step 1" in capsys.readouterr().out
