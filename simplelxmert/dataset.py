@@ -13,9 +13,10 @@ __all__ = ['ITM_MATCH', 'ITM_MISMATCH', 'KAGGLE_HEADER', 'SPLITS', 'RELATIONS', 
            'describe', 'parse_caption', 'clear_relations', 'find_object', 'caption_truth', 'caption_is_true',
            'true_relations', 'scene_specs', 'scene_captions', 'negative_candidates', 'hard_negatives',
            'sample_hard_negative', 'PositionSpec', 'clear_positions', 'describe_position', 'parse_position_caption',
-           'position_truth', 'truth_of', 'position_specs', 'write_shapes_captions', 'train_tokenizer', 'load_tokenizer',
-           'encode_captions', 'ITMPair', 'make_eval_pairs', 'position_records', 'flip_pairs', 'TextOnlyBaseline',
-           'ToyData', 'make_toy_data', 'toydata_cli', 'ITMDataset', 'ITMPairDataset', 'collate_itm']
+           'position_truth', 'truth_of', 'position_specs', 'write_shapes_captions', 'canonical_vocabulary',
+           'train_tokenizer', 'load_tokenizer', 'encode_captions', 'ITMPair', 'make_eval_pairs', 'position_records',
+           'flip_pairs', 'TextOnlyBaseline', 'ToyData', 'make_toy_data', 'toydata_cli', 'ITMDataset', 'ITMPairDataset',
+           'collate_itm']
 
 # %% ../nbs/01_dataset.ipynb #0b800bc9
 import argparse, json, os, random, re, sys, tempfile, warnings
@@ -409,14 +410,25 @@ from transformers import BertTokenizerFast
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")   # [PAD] = 0, as BERT
 MAX_LEN = 50
 
+def canonical_vocabulary(wp: Tokenizer, texts) -> list[str]:
+    """The vocabulary of a trained WordPiece `wp` as the same list whatever order the trainer met the words in: the
+    special tokens, then every single character (alone and as `##c`) and every piece `wp` cuts `texts` into, sorted.
+    (🤗 tokenizers breaks ties between equally frequent merges in hash-map order, which changes from one process to
+    the next: huggingface/tokenizers#1794. Keeping only the pieces in use leaves every text's tokens as they were.)"""
+    chars = {t for t in wp.get_vocab() if len(t.removeprefix("##")) == 1}
+    used = {t for enc in wp.encode_batch(list(texts), add_special_tokens=False) for t in enc.tokens}
+    return list(SPECIAL_TOKENS) + sorted((chars | used) - set(SPECIAL_TOKENS))
+
 def train_tokenizer(texts, out_dir, vocab_size: int = 8000, min_frequency: int = 1) -> BertTokenizerFast:
-    "Train a lower-cased WordPiece vocabulary on `texts`; save it to `out_dir` and return it as a `BertTokenizerFast`."
+    """Train a lower-cased WordPiece vocabulary on `texts`; save it to `out_dir` and return it as a `BertTokenizerFast`.
+    The same texts give the same vocabulary in every run when it has room for every word (ShapesWorld's ~80 words)."""
+    texts = list(texts)
     wp = Tokenizer(models.WordPiece(unk_token="[UNK]"))
     wp.normalizer = normalizers.BertNormalizer(lowercase=True)
     wp.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    wp.train_from_iterator(list(texts), trainers.WordPieceTrainer(
+    wp.train_from_iterator(texts, trainers.WordPieceTrainer(
         vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=list(SPECIAL_TOKENS), show_progress=False))
-    vocab = "\n".join(t for t, _ in sorted(wp.get_vocab().items(), key=lambda kv: kv[1])) + "\n"
+    vocab = "\n".join(canonical_vocabulary(wp, texts)) + "\n"
     with tempfile.TemporaryDirectory() as tmp:       # build from vocab.txt alone, never from a stale tokenizer.json
         Path(tmp, "vocab.txt").write_text(vocab, encoding="utf-8")
         tok = BertTokenizerFast.from_pretrained(tmp, do_lower_case=True, model_max_length=512)

@@ -581,15 +581,19 @@ def short_run_recipe(recipe: dict) -> dict:
     return {k: v for k, v in recipe.items() if k not in FIRST_LESSON}
 
 def training_progress(ckpt) -> dict | None:
-    "Where the training run in folder `ckpt` stands: `{'step', 'steps', 'minutes'}` from its files; None if none is saved."
+    """Where the training run in folder `ckpt` stands: `{'step', 'steps', 'minutes', 'stopped'}` from its files (`stopped`:
+    why its last call ended early — "time budget", "interrupted" — or None); None if no run is saved there."""
     ckpt = Path(ckpt)
     if not all((ckpt/f).exists() for f in ("config.json", "history.json", "model.safetensors")): return None
     cfg = read_config(ckpt)                                           # a damaged file is named
-    try: hist = json.loads((ckpt/"history.json").read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise DamagedCheckpointError(f"{ckpt/'history.json'} is not valid JSON ({e}): the checkpoint is damaged") from None
-    return {"step": int(cfg.get("step", 0)), "steps": int(cfg.get("train_args", {}).get("steps", 0)),
-            "minutes": (hist[-1]["elapsed_s"] / 60) if hist else 0.0}
+    try:
+        hist = json.loads((ckpt/"history.json").read_text())
+        last = hist[-1] if hist else {"elapsed_s": 0.0}
+        return {"step": int(cfg.get("step", 0)), "steps": int(cfg.get("train_args", {}).get("steps", 0)),
+                "minutes": float(last["elapsed_s"]) / 60, "stopped": cfg.get("stopped")}
+    except (json.JSONDecodeError, UnicodeDecodeError, LookupError, TypeError, ValueError, AttributeError) as e:
+        raise DamagedCheckpointError(f"{ckpt} holds a config.json or history.json that is not a training run's "
+                                     f"({type(e).__name__}: {e}): the checkpoint is damaged") from None
 
 def demo_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="simplelxmert_demo", description="The whole course pipeline end to end, offline: "
@@ -646,13 +650,14 @@ def _train_stage(a, out: Path) -> dict:
     "Step 2 of the demo: train (or resume, or keep) the run in `out/checkpoint` with the shipped checkpoint's recipe."
     ckpt = out/"checkpoint"; before = training_progress(ckpt)          # its settings: checked by _check_out_folder
     kept = None
-    if before and not (ckpt/STATE_NAME).exists():
-        kept = f"holds a model without its trainer state ({STATE_NAME}), so its run cannot continue; delete that folder to train again"
-    elif before and before["step"] >= before["steps"]:
+    if before and before["step"] >= before["steps"]:
         kept = f"already holds the finished run (step {before['step']}/{before['steps']}, {before['minutes']:.1f} min); delete that folder to train again"
+    elif before and not (ckpt/STATE_NAME).exists():
+        kept = (f"holds this run at step {before['step']}/{before['steps']} without its trainer state ({STATE_NAME}), so it "
+                f"cannot continue; delete that folder to train again")
     elif before and before["minutes"] >= a.minutes:
-        kept = (f"holds this run, stopped by its {before['minutes']:.1f}-minute budget at step {before['step']}/{before['steps']}; "
-                f"re-run with a larger --minutes to continue it")
+        kept = (f"holds this run, stopped at step {before['step']}/{before['steps']} after {before['minutes']:.1f} min: "
+                f"--minutes {a.minutes:g} is spent; re-run with a larger --minutes to continue it")
     if kept:
         _say(f"      kept: {ckpt} {kept}")
         return {**before, "trained_now": False}
@@ -673,7 +678,7 @@ def _trained(a, ckpt: Path) -> dict:
     """Where the run stands after this call trained it, and how to go on, in the demo's terms, if it stopped early:
     by its --minutes budget (the demo goes on), or by a Ctrl-C (the demo stops too, exit status 130)."""
     after = training_progress(ckpt)
-    if after["step"] < after["steps"] and after["minutes"] < a.minutes:
+    if after["stopped"] == "interrupted":
         print(f"simplelxmert_demo: interrupted at step {after['step']}/{after['steps']}; re-run the same command to "
               f"continue this run", file=sys.stderr)
         raise SystemExit(130)

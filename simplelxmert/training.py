@@ -487,8 +487,9 @@ def train(model: ITMModel, train_ds, cfg: TrainConfig, val_sets: dict | None = N
     def checkpoint():
         nonlocal last_saved
         if out_dir is not None and rank == 0:
+            stop = {"stopped": stopped} if stopped else {}   # why the run ends before its last step: in config.json
             save_training_state(out_dir, model, optimizer, scheduler, scaler, step, history, time.time() - t0,
-                                tokenizer, dict(extra or {}, train_config=asdict(cfg)))
+                                tokenizer, dict(extra or {}, train_config=asdict(cfg), **stop))
         last_saved = step
         if world > 1: dist.barrier()
 
@@ -863,6 +864,14 @@ def train_cli(argv=None):
     except (ValueError, OSError) as e:   # bad data, store, tokenizer or settings: the message says which
         raise SystemExit(f"simplelxmert_train: error: {e}")
 
+def _check_same_tokenizer(out: Path, tokenizer):
+    "A run resumes only on data tokenized as it was trained: the same token ids as the tokenizer saved in its checkpoint."
+    saved = out / "tokenizer"
+    if saved.exists() and load_tokenizer(saved).get_vocab() != tokenizer.get_vocab():
+        raise ValueError(f"the data's tokenizer has other token ids than the one the run in {out} was trained with ({saved}): "
+                         f"resume on the data it was trained on (a toy world made by an older version has other ids), "
+                         f"or train a new run with another --out")
+
 def _train_from_args(args, out, resuming):
     "Data, model and `train` from the checked command-line settings."
     if args.threads: torch.set_num_threads(args.threads)   # resume with the same threads for bit-equal results
@@ -870,6 +879,7 @@ def _train_from_args(args, out, resuming):
     if args.data == "toy" and rank == 0: make_toy_data(args.data_dir, args.n_images, args.data_seed)  # once
     if world > 1: dist.barrier()
     data = _load_data(args)
+    if resuming: _check_same_tokenizer(out, data.tokenizer)
     seed_everything(args.seed)
     norm = feature_stats(data.store, [r.image_id for r in data.train.records]) if args.feature_norm == "standardize" else None
     model = ITMModel(_model_config(args, data.tokenizer, data.store), head=args.head, feature_norm=norm, mlm=args.mlm_weight > 0)

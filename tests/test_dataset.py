@@ -13,7 +13,7 @@ from simplelxmert.dataset import (
     caption_is_true, caption_truth, check_disjoint_splits, collate_itm, describe, hard_negatives, image_id,
     load_tokenizer, make_eval_pairs, make_toy_data, negative_candidates, parse_caption, read_captions, read_kaggle_csv,
     read_karpathy_json, ToyData, scene_captions, image_path, encode_captions, split_by_image, toydata_cli, train_tokenizer, write_shapes_captions,
-    NEGATIVE_KINDS, _signature)
+    NEGATIVE_KINDS, SPECIAL_TOKENS, canonical_vocabulary, _signature)
 from simplelxmert.features import COLORS, SHAPES, SIZES, Scene, ShapeObject, sample_scene
 
 # --- real-format fixtures ---------------------------------------------------------------------------------
@@ -167,6 +167,31 @@ def test_tokenizer_round_trip_and_truncation(tmp_path, toy):
         assert len(short) == 5 and short[0] == tok.cls_token_id and short[-1] == tok.sep_token_id
     again = load_tokenizer(tmp_path/"tok")
     assert again(texts[0])["input_ids"] == tok(texts[0])["input_ids"]
+
+def test_tokenizer_is_the_same_in_every_process(tmp_path, toy):
+    import subprocess, sys
+    texts = [r.caption for r in toy.records("train")]
+    (tmp_path/"texts.json").write_text(json.dumps(texts))
+    code = ("import json, sys; from simplelxmert.dataset import train_tokenizer; "
+            "train_tokenizer(json.load(open(sys.argv[1])), sys.argv[2], vocab_size=1000)")
+    for i in range(3):     # 🤗 tokenizers' trainer alone gave three different vocabularies in three processes
+        subprocess.run([sys.executable, "-c", code, str(tmp_path/"texts.json"), str(tmp_path/f"tok{i}")], check=True)
+    vocabs = [(tmp_path/f"tok{i}"/"vocab.txt").read_text() for i in range(3)]
+    assert vocabs[0] == vocabs[1] == vocabs[2] and vocabs[0].startswith("[PAD]\n[UNK]\n[CLS]\n[SEP]\n[MASK]\n")
+
+def test_canonical_vocabulary_keeps_every_texts_tokens(tmp_path, toy):
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
+    texts = [r.caption for r in toy.records("train")]
+    for vocab_size in (1000, 60):                      # room for every word, and not
+        wp = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+        wp.normalizer, wp.pre_tokenizer = normalizers.BertNormalizer(lowercase=True), pre_tokenizers.BertPreTokenizer()
+        wp.train_from_iterator(texts, trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=list(SPECIAL_TOKENS),
+                                                                 show_progress=False))
+        vocab = canonical_vocabulary(wp, texts)
+        assert vocab[:5] == list(SPECIAL_TOKENS) and len(set(vocab)) == len(vocab) <= len(wp.get_vocab())
+        (tmp_path/f"v{vocab_size}").mkdir(); (tmp_path/f"v{vocab_size}"/"vocab.txt").write_text("\n".join(vocab) + "\n")
+        tok = load_tokenizer(tmp_path/f"v{vocab_size}")
+        for t in texts: assert tok.tokenize(t) == wp.encode(t, add_special_tokens=False).tokens, (vocab_size, t)
 
 def test_load_tokenizer_offline_message():
     with pytest.raises(RuntimeError, match="train_tokenizer"): load_tokenizer("no-such/tokenizer-x", local_files_only=True)

@@ -249,7 +249,7 @@ def test_demo_resumes_its_own_run_and_names_another(tmp_path, capsys):
     if not (TOY_CHECKPOINT/"config.json").exists(): pytest.skip("the demo's recipe comes from the shipped toy checkpoint")
     demo(base + ["--steps", "3", "--minutes", "1e-4"])          # stops after its first step: the budget is spent
     first = training_progress(out/"checkpoint")
-    assert first["step"] < 3
+    assert first["step"] < 3 and first["stopped"] == "time budget"
     demo(base + ["--steps", "3", "--minutes", "5"])             # the same run with a larger budget: resumed to the end
     assert "resuming the run saved at step" in capsys.readouterr().out
     assert training_progress(out/"checkpoint")["step"] == 3
@@ -283,10 +283,15 @@ def test_demo_names_a_checkpoint_it_cannot_keep_or_continue(tmp_path, capsys):
     from simplelxmert.training import STATE_NAME
     if not (TOY_CHECKPOINT/"config.json").exists(): pytest.skip("the demo's recipe comes from the shipped toy checkpoint")
     out = tmp_path/"demo"; base = ["--out", str(out), "--n-images", "32", "--retrieval-images", "2", "--quiet", "--steps", "2"]
-    demo(base); ckpt = out/"checkpoint"; capsys.readouterr()
-    (ckpt/STATE_NAME).unlink()                                          # a model without its trainer state: kept, said so
+    demo(base + ["--minutes", "1e-4"]); ckpt = out/"checkpoint"; capsys.readouterr()   # stopped by its budget at step 1
+    (ckpt/STATE_NAME).unlink()                                          # a run without its trainer state: kept, said so
     demo(base)
-    assert f"holds a model without its trainer state ({STATE_NAME})" in capsys.readouterr().out
+    assert f"holds this run at step 1/2 without its trainer state ({STATE_NAME}), so it cannot continue" in capsys.readouterr().out
+    history = (ckpt/"history.json").read_text()
+    (ckpt/"history.json").write_text('{"a": 1}')                         # valid JSON, not a history: named
+    with pytest.raises(SystemExit) as e: demo_cli(base)
+    assert e.value.code == 2 and "history.json that is not a training run's" in capsys.readouterr().err
+    (ckpt/"history.json").write_text(history)
     (ckpt/"config.json").write_text('{"step": 1, "train_a')             # damaged: the file is named
     with pytest.raises(SystemExit) as e: demo_cli(base)
     assert e.value.code == 2 and "config.json is not valid JSON" in capsys.readouterr().err
@@ -317,5 +322,7 @@ def test_demo_stops_on_ctrl_c_during_training_and_resumes(tmp_path, monkeypatch,
         with pytest.raises(SystemExit) as e: demo(argv)
     assert e.value.code == 130 and "interrupted at step 1/3; re-run the same command" in capsys.readouterr().err
     assert training_progress(out/"checkpoint")["step"] == 1 and not (out/"report.json").exists()   # stopped before evaluating
+    assert training_progress(out/"checkpoint")["stopped"] == "interrupted"
     report = demo(argv)
     assert report["training"]["step"] == 3 and "resuming the run saved at step 1" in capsys.readouterr().out
+    assert report["training"]["stopped"] is None                      # the run's last save: its end

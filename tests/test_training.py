@@ -384,6 +384,16 @@ def test_train_cli_guards_a_finished_run_and_its_settings(tmp_path, capsys):
         assert message in capsys.readouterr().err, argv
     train_cli(["--out", str(tmp_path / "o"), "--resume", "--quiet", "--threads", "1"])   # nothing left to do: allowed
     assert json.loads((tmp_path / "o" / "history.json").read_text())[-1]["step"] == 3
+    assert "stopped" not in json.loads((tmp_path / "o" / "config.json").read_text())   # it ran to its end
+    import shutil                                                     # a run resumed on a world with other token ids: refused
+    shutil.copytree(tmp_path / "o", tmp_path / "o4")
+    state = json.loads((tmp_path / "o4" / "config.json").read_text()); state["train_args"]["steps"] = 6
+    (tmp_path / "o4" / "config.json").write_text(json.dumps(state))
+    tj_path = tmp_path / "o4" / "tokenizer" / "tokenizer.json"
+    tj = json.loads(tj_path.read_text()); v = tj["model"]["vocab"]; a, b = list(v)[5:7]; v[a], v[b] = v[b], v[a]
+    tj_path.write_text(json.dumps(tj))                                # two token ids swapped
+    with pytest.raises(SystemExit, match="the data's tokenizer has other token ids than the one the run"):
+        train_cli(["--out", str(tmp_path / "o4"), "--resume", "--quiet"])
     (tmp_path / "o" / "config.json").write_text('{"step": 3, "train_a')                 # a damaged checkpoint: named
     with pytest.raises(SystemExit): train_cli(["--out", str(tmp_path / "o"), "--resume", "--quiet"])
     assert "config.json is not valid JSON" in capsys.readouterr().err
