@@ -411,8 +411,9 @@ SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")   # [PAD] = 0, a
 MAX_LEN = 50
 
 def canonical_vocabulary(wp: Tokenizer, texts) -> list[str]:
-    """The vocabulary of a trained WordPiece `wp` as the same list whatever order the trainer met the words in: the
-    special tokens, then every single character (alone and as `##c`) and every piece `wp` cuts `texts` into, sorted.
+    """The vocabulary of a trained WordPiece `wp` in an order of its own: the special tokens, then every single character
+    (alone and as `##c`) and every piece `wp` cuts `texts` into, sorted — the same list whatever order the trainer met
+    the words in, whenever it kept every word whole (else the pieces in use may still differ from run to run).
     (🤗 tokenizers breaks ties between equally frequent merges in hash-map order, which changes from one process to
     the next: huggingface/tokenizers#1794. Keeping only the pieces in use leaves every text's tokens as they were.)"""
     chars = {t for t in wp.get_vocab() if len(t.removeprefix("##")) == 1}

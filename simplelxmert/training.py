@@ -549,6 +549,7 @@ def train(model: ITMModel, train_ds, cfg: TrainConfig, val_sets: dict | None = N
                 if cfg.max_minutes is not None and time.time() - t0 > 60 * cfg.max_minutes: stopped = "time budget"
                 if stop_after is not None and step >= stop_after: stopped = "stop_after"
                 if hitval > 0: stopped = "interrupted"
+                if step >= cfg.steps: stopped = None            # the run's last step: its end, not an early stop
                 if step % cfg.eval_every == 0 or step == cfg.steps or step == first or stopped: validate()   # (and at the switch)
                 if (step % cfg.save_every == 0 or step == cfg.steps or stopped): checkpoint()
                 if step >= cfg.steps or stopped or step == first: break   # (after the first lesson: the main data)
@@ -867,7 +868,12 @@ def train_cli(argv=None):
 def _check_same_tokenizer(out: Path, tokenizer):
     "A run resumes only on data tokenized as it was trained: the same token ids as the tokenizer saved in its checkpoint."
     saved = out / "tokenizer"
-    if saved.exists() and load_tokenizer(saved).get_vocab() != tokenizer.get_vocab():
+    if saved.exists():
+        try: same = load_tokenizer(saved).get_vocab() == tokenizer.get_vocab()
+        except (OSError, ValueError) as e:
+            raise DamagedCheckpointError(f"{saved} cannot be read ({e}): the checkpoint is damaged") from None
+    else: same = read_config(out).get("lxmert", {}).get("vocab_size") in (None, len(tokenizer))   # no tokenizer saved
+    if not same:
         raise ValueError(f"the data's tokenizer has other token ids than the one the run in {out} was trained with ({saved}): "
                          f"resume on the data it was trained on (a toy world made by an older version has other ids), "
                          f"or train a new run with another --out")

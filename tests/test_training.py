@@ -394,6 +394,14 @@ def test_train_cli_guards_a_finished_run_and_its_settings(tmp_path, capsys):
     tj_path.write_text(json.dumps(tj))                                # two token ids swapped
     with pytest.raises(SystemExit, match="the data's tokenizer has other token ids than the one the run"):
         train_cli(["--out", str(tmp_path / "o4"), "--resume", "--quiet"])
+    shutil.rmtree(tmp_path / "o4" / "tokenizer")                     # no tokenizer saved: the vocabulary size is checked
+    state["lxmert"]["vocab_size"] += 1; (tmp_path / "o4" / "config.json").write_text(json.dumps(state))
+    with pytest.raises(SystemExit, match="the data's tokenizer has other token ids than the one the run"):
+        train_cli(["--out", str(tmp_path / "o4"), "--resume", "--quiet"])
+    capsys.readouterr()
+    train_cli(base + ["--out", str(tmp_path / "o5"), "--steps", "1", "--max-minutes", "1e-5"])   # the budget ends at the last step
+    assert "stopped" not in json.loads((tmp_path / "o5" / "config.json").read_text())
+    assert "resume with --resume" not in capsys.readouterr().out
     (tmp_path / "o" / "config.json").write_text('{"step": 3, "train_a')                 # a damaged checkpoint: named
     with pytest.raises(SystemExit): train_cli(["--out", str(tmp_path / "o"), "--resume", "--quiet"])
     assert "config.json is not valid JSON" in capsys.readouterr().err
