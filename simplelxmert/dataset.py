@@ -9,14 +9,14 @@ from __future__ import annotations
 __all__ = ['ITM_MATCH', 'ITM_MISMATCH', 'KAGGLE_HEADER', 'SPLITS', 'RELATIONS', 'OPPOSITE', 'RELATION_WORDS', 'SHAPE_WORDS',
            'TEMPLATES', 'RELATION_MARGIN', 'NEGATIVE_KINDS', 'POSITIONS', 'FLIPPED', 'SPECIAL_TOKENS', 'MAX_LEN',
            'TOY_K', 'CaptionRecord', 'image_id', 'check_image_name', 'image_path', 'read_kaggle_csv',
-           'read_karpathy_json', 'split_by_image', 'check_disjoint_splits', 'read_captions', 'ObjectRef', 'CaptionSpec',
-           'describe', 'parse_caption', 'clear_relations', 'find_object', 'caption_truth', 'caption_is_true',
-           'true_relations', 'scene_specs', 'scene_captions', 'negative_candidates', 'hard_negatives',
-           'sample_hard_negative', 'PositionSpec', 'clear_positions', 'describe_position', 'parse_position_caption',
-           'position_truth', 'truth_of', 'position_specs', 'write_shapes_captions', 'canonical_vocabulary',
-           'train_tokenizer', 'load_tokenizer', 'encode_captions', 'ITMPair', 'make_eval_pairs', 'position_records',
-           'flip_pairs', 'TextOnlyBaseline', 'ToyData', 'make_toy_data', 'toydata_cli', 'ITMDataset', 'ITMPairDataset',
-           'collate_itm']
+           'read_karpathy_json', 'split_cuts', 'split_by_image', 'check_disjoint_splits', 'read_captions', 'ObjectRef',
+           'CaptionSpec', 'describe', 'parse_caption', 'clear_relations', 'find_object', 'caption_truth',
+           'caption_is_true', 'true_relations', 'scene_specs', 'scene_captions', 'negative_candidates',
+           'hard_negatives', 'sample_hard_negative', 'PositionSpec', 'clear_positions', 'describe_position',
+           'parse_position_caption', 'position_truth', 'truth_of', 'position_specs', 'write_shapes_captions',
+           'canonical_vocabulary', 'train_tokenizer', 'load_tokenizer', 'encode_captions', 'ITMPair', 'make_eval_pairs',
+           'position_records', 'flip_pairs', 'TextOnlyBaseline', 'ToyData', 'make_toy_data', 'toydata_cli',
+           'ITMDataset', 'ITMPairDataset', 'collate_itm']
 
 # %% ../nbs/01_dataset.ipynb #0b800bc9
 import argparse, json, os, random, re, sys, tempfile, warnings
@@ -129,13 +129,17 @@ def read_karpathy_json(path, splits=None) -> list[CaptionRecord]:
 # %% ../nbs/01_dataset.ipynb #8588202a
 SPLITS = ("train", "val", "test")
 
+def split_cuts(n: int, fractions=(0.8, 0.1, 0.1)) -> np.ndarray:
+    "Where `n` shuffled images are cut into splits of `fractions`: the cumulative counts, e.g. `(8, 9, 10)` for 10."
+    return np.round(np.cumsum(fractions) * n).astype(int)
+
 def split_by_image(records, fractions=(0.8, 0.1, 0.1), seed=0, names=SPLITS) -> list[CaptionRecord]:
     "Copies of `records` with `split` set so that every image lies in exactly one split."
     if len(fractions) != len(names) or abs(sum(fractions) - 1) > 1e-6 or min(fractions) < 0:
         raise ValueError(f"fractions {fractions} must be {len(names)} non-negative numbers summing to 1")
     images = sorted({r.image for r in records})
     random.Random(seed).shuffle(images)
-    cuts = np.round(np.cumsum(fractions) * len(images)).astype(int)
+    cuts = split_cuts(len(images), fractions)
     split_of = {im: names[int(np.searchsorted(cuts, k, side="right"))] for k, im in enumerate(images)}
     return [replace(r, split=split_of[r.image]) for r in records]
 
@@ -600,15 +604,23 @@ class ToyData:
         return read_karpathy_json(self.karpathy_json, splits=None if split is None else [split])
     def store(self) -> FeatureStore: return FeatureStore(self.store_path)
     def tokenizer(self) -> BertTokenizerFast: return load_tokenizer(self.tokenizer_dir)
+    def made_with(self) -> dict | None:
+        "The settings in `toydata.json` (`n_images`, `seed`, `k`), None before `make_toy_data` wrote it."
+        made = self.root/"toydata.json"
+        if not made.exists(): return None
+        try: params = json.loads(made.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError): params = None
+        if not isinstance(params, dict): raise ValueError(f"{made} cannot be read: delete {self.root} to make the world again")
+        return params
 
 def make_toy_data(out_dir, n_images: int = 1000, seed: int = 0, k: int = TOY_K, verbose: bool = False) -> ToyData:
     "ShapesWorld images, captions (Kaggle + Karpathy formats), a tokenizer and a toy feature store in `out_dir`."
     td = ToyData(Path(out_dir))
     params = {"n_images": int(n_images), "seed": int(seed), "k": int(k)}
     made = td.root/"toydata.json"
-    if made.exists() and (old := json.loads(made.read_text())) != params:
+    if (old := td.made_with()) is not None and old != params:
         raise ValueError(f"{td.root} holds toy data made with {old}, not {params}: choose another folder or delete it")
-    if not made.exists():
+    if old is None:
         if td.root.exists() and any(td.root.iterdir()):
             raise ValueError(f"{td.root} is not empty and holds no toydata.json: choose an empty or new folder")
         atomic_write_text(made, json.dumps(params))

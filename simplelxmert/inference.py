@@ -26,7 +26,7 @@ from PIL import Image
 import simplelxmert
 from .features import _parse_boxes, check_device, RegionFeatures, FeatureStore, load_image, make_extractor, load_scenes
 from .dataset import (encode_captions, collate_itm, load_tokenizer, image_id, parse_caption, find_object,
-                                  make_toy_data, make_eval_pairs, ITMPairDataset, ObjectRef, SHAPE_WORDS)
+                                  make_toy_data, make_eval_pairs, split_cuts, ToyData, ITMPairDataset, ObjectRef, SHAPE_WORDS)
 from .training import DamagedCheckpointError, ITMModel, default_device, read_config, STATE_NAME, train_cli, train_parser, write_json
 
 # %% ../nbs/05_inference.ipynb #a484366d
@@ -591,7 +591,7 @@ def training_progress(ckpt) -> dict | None:
         last = hist[-1] if hist else {"elapsed_s": 0.0}
         return {"step": int(cfg.get("step", 0)), "steps": int(cfg.get("train_args", {}).get("steps", 0)),
                 "minutes": float(last["elapsed_s"]) / 60, "stopped": cfg.get("stopped")}
-    except (json.JSONDecodeError, UnicodeDecodeError, LookupError, TypeError, ValueError, AttributeError) as e:
+    except (LookupError, TypeError, ValueError, AttributeError) as e:   # (a JSON or decoding error is a ValueError)
         raise DamagedCheckpointError(f"{ckpt} holds a config.json or history.json that is not a training run's "
                                      f"({type(e).__name__}: {e}): the checkpoint is damaged") from None
 
@@ -636,15 +636,10 @@ def _check_out_folder(a, out: Path):
             _demo_error(f"{ckpt} holds a run trained with {_as_demo_flags({k: saved[k] for k in differ})}, not "
                         f"{_as_demo_flags({k: wanted[k] for k in differ})}: re-run with those settings to keep or continue it, "
                         f"or delete {ckpt} (or choose another --out) to train anew")
-    made = out/"data"/"toydata.json"
-    if made.exists():
-        try: old = json.loads(made.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError): old = None
-        if not isinstance(old, dict) or (old.get("n_images"), old.get("seed")) != (a.n_images, a.seed):
-            held = (f"a world of --n-images {old.get('n_images')} --seed {old.get('seed')}" if isinstance(old, dict)
-                    else f"an unreadable {made}")
-            _demo_error(f"{out/'data'} holds {held}, not --n-images {a.n_images} --seed {a.seed}: re-run with those "
-                        f"settings, or choose another --out (or delete {out})")
+    old = ToyData(out/"data").made_with()
+    if old is not None and (old.get("n_images"), old.get("seed")) != (a.n_images, a.seed):
+        _demo_error(f"{out/'data'} holds a world of --n-images {old.get('n_images')} --seed {old.get('seed')}, not --n-images "
+                    f"{a.n_images} --seed {a.seed}: re-run with those settings, or choose another --out (or delete {out})")
 
 def _train_stage(a, out: Path) -> dict:
     "Step 2 of the demo: train (or resume, or keep) the run in `out/checkpoint` with the shipped checkpoint's recipe."
@@ -666,8 +661,9 @@ def _train_stage(a, out: Path) -> dict:
         _say(f"      resuming the run saved at step {before['step']} ({before['minutes']:.1f} of {a.minutes:g} min spent)")
         train_cli(budget + ["--data-dir", str(out/"data")])            # the world where it is now, if --out moved
         return _trained(a, ckpt)
-    try: argv = recipe_argv(demo_recipe())
-    except ValueError as e: _say(f"      note: {e}; left out"); argv = recipe_argv(demo_recipe(), strict=False)
+    recipe = demo_recipe()
+    try: argv = recipe_argv(recipe)
+    except ValueError as e: _say(f"      note: {e}; left out"); argv = recipe_argv(recipe, strict=False)
     _say(f"      recipe of the shipped checkpoint (chapter 04) without its first lesson: {' '.join(argv)}")
     train_cli(["--data", "toy", "--data-dir", str(out/"data"), "--n-images", str(a.n_images), "--data-seed", str(a.seed),
                "--seed", str(a.seed), "--steps", str(a.steps), "--eval-every", str(max(a.steps // 3, 1)),
@@ -696,9 +692,9 @@ def _trained_on_this_world(ckpt, a) -> int | None:
 
 def min_demo_images(batch_size: int | None, captions_per_image: int = 5, fractions=(0.8, 0.1, 0.1)) -> int:
     """The fewest ShapesWorld images for the demo: two in the test split and, when it trains (`batch_size` given), one
-    full batch of training captions (the split rounds as `split_by_image` does)."""
+    full batch of training captions (split as `split_by_image` splits)."""
     def fits(n):
-        cuts = np.round(np.cumsum(fractions) * n).astype(int)
+        cuts = split_cuts(n, fractions)
         return n - cuts[1] >= 2 and (batch_size is None or cuts[0] * captions_per_image >= batch_size)
     return next(n for n in itertools.count(2) if fits(n))
 

@@ -810,15 +810,17 @@ def given_flags(p: argparse.ArgumentParser, argv) -> set:
     ns = p.parse_args(argv, argparse.Namespace(**{k: unset for k in vars(p.parse_args(argv))}))
     return {k for k, v in vars(ns).items() if v is not unset}
 
+def _action(p: argparse.ArgumentParser, dest: str) -> argparse.Action:
+    return next(a for a in p._actions if a.dest == dest)
+
 def _flag_name(p: argparse.ArgumentParser, dest: str) -> str:
     "The command-line name of option `dest`: `max_minutes` → `--max-minutes`."
-    return next(a for a in p._actions if a.dest == dest).option_strings[-1]
+    return _action(p, dest).option_strings[-1]
 
 def _as_flag(p: argparse.ArgumentParser, dest: str, value) -> str:
     "How `value` of option `dest` was given: `with --steps 300`, `with --no-amp`, `without --no-amp`, `with --device left to its default`."
-    action = next(a for a in p._actions if a.dest == dest)
     flag = _flag_name(p, dest)
-    if action.nargs == 0: return f"{'with' if value else 'without'} {flag}"
+    if _action(p, dest).nargs == 0: return f"{'with' if value else 'without'} {flag}"
     return f"with {flag} left to its default" if value is None else f"with {flag} {value}"
 
 def _check_train_args(p, args):
