@@ -17,8 +17,9 @@ load from other processes hits all alike; the ratio to Hugging Face is also take
 spread printed), where slow drifts of the machine's speed cancel. Both wall-clock time and the process's CPU time
 are measured: on a shared machine with --threads 1, CPU time does not count the time the process waited for a core,
 so it is the steadier figure of the work each step costs. The step's achieved GFLOP/s (FLOPs counted by torch.utils.flop_counter,
-per path) is printed next to a large float32 matmul's on the same machine, and chapter 02's dropout (a mask drawn
-with torch.rand) is timed against F.dropout (PyTorch's Bernoulli sampler) on one [real words, hidden] tensor.
+per path) is printed next to a large float32 matmul's on the same machine, and chapter 02's dropout (its mask made of
+15-bit random integers, four to a 64-bit draw) is timed against the same dropout with a mask drawn by torch.rand (a
+32-bit draw per number) and against F.dropout (PyTorch's Bernoulli sampler) on one [real words, hidden] tensor.
 Last, torch.profiler splits five more steps of each contender (the last AdamW timed; alternating again) into where
 the time goes: the dense layers' matrix products (with their GFLOP/s, from the FLOP count of those products alone),
 attention's batched products, the dropout masks' random numbers, AdamW, the embedding table's dense gradient, the rest.
@@ -110,9 +111,10 @@ def matmul_gflops(device, n=2048, repeats=5):
 
 
 def dropout_ms(shape, p, repeats, device, calls=20):
-    "Milliseconds per call of chapter 02's `dropout` (mask from torch.rand) and of `F.dropout`, interleaved."
+    "Milliseconds per call of chapter 02's `dropout` (15-bit integers, four to a 64-bit draw), of the same inverted dropout with a `torch.rand` mask, and of `F.dropout`, interleaved."
     x = torch.randn(*shape, device=device)
     fns = {"ours": lambda: [dropout(x, p) for _ in range(calls)],
+           "torch.rand": lambda: [x * torch.rand_like(x).ge_(p).div_(1 - p) for _ in range(calls)],
            "F.dropout": lambda: [F.dropout(x, p, training=True) for _ in range(calls)]}
     for f in fns.values(): f()
     wall, _, _ = interleaved_medians(fns, repeats, device)
@@ -121,7 +123,8 @@ def dropout_ms(shape, p, repeats, device, calls=20):
 
 CATEGORIES = {"aten::mm": "dense layers (mm, addmm)", "aten::addmm": "dense layers (mm, addmm)",
               "aten::bmm": "attention products (bmm)",
-              "aten::uniform_": "dropout random numbers", "aten::bernoulli_": "dropout random numbers"}   # self time
+              "aten::random_": "dropout random numbers", "aten::uniform_": "dropout random numbers",
+              "aten::bernoulli_": "dropout random numbers"}   # self time
 SUBTREES = {"Optimizer.step#AdamW.step": "AdamW", "aten::embedding_dense_backward": "embedding-table gradient"}   # with children
 
 
@@ -205,8 +208,8 @@ def main(argv=None):
     a = adamws[-1]
     print(f"train step GFLOP (GFLOP/s with AdamW {a}): " + ", ".join(f"{k} {flops[k]/1e9:.1f} ({flops[k]/step_t[k, a]/1e9:.1f})" for k in pooled)
           + f"; {2048}^3 float32 matmul: {mm:.1f} GFLOP/s")
-    print(f"dropout mask, [{n_real}, {config.hidden_size}] p={config.hidden_dropout_prob}: ours (torch.rand) {drop['ours']:.2f} ms, "
-          f"F.dropout {drop['F.dropout']:.2f} ms per call ({drop['F.dropout'] / drop['ours']:.2f}x)")
+    print(f"dropout, [{n_real}, {config.hidden_size}] p={config.hidden_dropout_prob}, ms per call: ours (15-bit integers) {drop['ours']:.2f}, "
+          f"mask from torch.rand {drop['torch.rand']:.2f} ({drop['torch.rand'] / drop['ours']:.2f}x), F.dropout {drop['F.dropout']:.2f} ({drop['F.dropout'] / drop['ours']:.2f}x)")
     for opt in adamws:                              # the ratio within each round: the machine's drifts cancel
         r = sorted(h / o for h, o in zip(step_all["hf", opt], step_all["ours pooled_only", opt]))
         print(f"HF/pooled_only per round, AdamW {opt}: median {statistics.median(r):.2f}x, middle half "

@@ -10,7 +10,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 # %% auto #0
-__all__ = ['scaled_dot_product_attention', 'additive_mask', 'dropout', 'Dropout', 'split_heads', 'merge_heads',
+__all__ = ['scaled_dot_product_attention', 'additive_mask', 'dropout_mask', 'dropout', 'Dropout', 'split_heads', 'merge_heads',
            'as_additive_mask', 'MultiHeadAttention']
 
 # %% ../nbs/02_attention.ipynb #c79d3425
@@ -31,11 +31,19 @@ def additive_mask(mask, dtype=torch.float32):
     return (1.0 - keep) * torch.finfo(dtype).min
 
 # %% ../nbs/02_attention.ipynb #d7a0f1e2
+def dropout_mask(shape, p, device=None, dtype=torch.float32):
+    """Inverted dropout's mask of `shape`: 0 with probability `p` (rounded to a multiple of 2⁻¹⁵), 1/(1-p) elsewhere.
+    Each entry compares a random 15-bit integer with a threshold; one 64-bit random integer holds four of them."""
+    n, t = math.prod(shape), min(round(p * 2**15), 2**15 - 1)              # P(r < t) = t / 2¹⁵ ≈ p
+    draws = torch.empty(-(-n // 4), dtype=torch.int64, device=device).random_()   # 63 random bits each
+    r = draws.bitwise_and_(0x7FFF_7FFF_7FFF_7FFF).view(torch.int16)[:n].view(shape)   # n integers in [0, 2¹⁵)
+    return r.float().ge_(t).mul_(2**15 / (2**15 - t)).to(dtype)          # 1/(1-p) where kept, 0 where dropped
+
 def dropout(x, p):
     "Inverted dropout, written out: each entry of `x` zeroed with probability `p`, the others scaled by 1/(1-p)."
     if p == 0: return x
     if not 0 < p < 1: raise ValueError(f"dropout probability must be in [0, 1), got {p}")
-    return x * torch.rand_like(x).ge_(p).div_(1 - p)             # mask: 1/(1-p) where kept, 0 where dropped
+    return x * dropout_mask(x.shape, p, x.device, x.dtype)
 
 class Dropout(nn.Module):
     "`dropout` as a module: active in training mode only (`nn.Dropout`'s interface: the probability is `.p`)."

@@ -160,16 +160,17 @@ def test_attention_dropout_keeps_the_expectation():
     assert w is None and not torch.equal(out, att(x)[0])
 
 def test_dropout_written_out():
-    "Chapter 02's Dropout: same law as nn.Dropout, gradient through the same mask, nothing drawn when off."
+    "Chapter 02's Dropout: nn.Dropout's law with p rounded to a multiple of 2^-15, gradient through the same mask, nothing drawn when off."
     from simplelxmert.attention import Dropout
     torch.manual_seed(0)
     x = torch.randn(300, 400, requires_grad=True)
     y = Dropout(0.2)(x)
     kept = y != 0
-    assert abs(1 - kept.float().mean().item() - 0.2) < 0.01
-    torch.testing.assert_close(y[kept], x[kept] / 0.8)
+    p = round(0.2 * 2**15) / 2**15                                   # 0.20001: the probability actually used
+    assert abs(1 - kept.float().mean().item() - p) < 0.01
+    torch.testing.assert_close(y[kept], x[kept] / (1 - p))          # the expectation kept exactly
     y.sum().backward()
-    torch.testing.assert_close(x.grad, kept.float() / 0.8)
+    torch.testing.assert_close(x.grad, kept.float() / (1 - p))
     state = torch.get_rng_state()
     assert Dropout(0.0)(x) is x and Dropout(0.5).eval()(x) is x
     assert torch.equal(torch.get_rng_state(), state)
