@@ -4,9 +4,9 @@ Both models hold the same weights (LXMERT.from_hf) and see the same batch: the s
 4 heads, 2/2/2 layers, vocab 30,522), B=32 pairs of 50 tokens (caption lengths drawn from 8..50, padded) and
 36 boxes. A training step is forward + an image-text-matching loss on the pooled output (a Linear(D, 1) head and
 BCE, as in chapter 04) + backward + AdamW, timed with both AdamW implementations (`--adamw both`, the default):
-`plain`, the for-loop implementation `torch.optim.AdamW` uses on a CPU by default (chapter 04's), and `fused`
-(`fused=True`, one kernel over all parameters: the same update, and much less time over the 7.8M-row word
-embedding table). Each model always gets the same optimizer as the other.
+`fused` (`fused=True`, one kernel over all parameters, what chapter 04's trainer uses wherever it is supported: the
+same update, and much less time over the 7.8M-number word-embedding table) and `plain`, the for-loop implementation
+`torch.optim.AdamW` uses on a CPU by default. Each model always gets the same optimizer as the other.
 
 Our model is timed on two paths:
 - `ours pooled_only`: `model(..., pooled_only=True)`, the path for a loss that reads only the pooled output
@@ -165,7 +165,7 @@ def main(argv=None):
     p.add_argument("--boxes", type=int, default=36); p.add_argument("--repeats", type=int, default=9)
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
     p.add_argument("--adamw", choices=["both", "plain", "fused"], default="both",
-                   help="AdamW implementation(s) to time, the same for every model (plain: torch's CPU default, chapter 04's)")
+                   help="AdamW implementation(s) to time, the same for every model (fused: chapter 04's; plain: torch's CPU default)")
     p.add_argument("--device", default="cpu")
     args = p.parse_args(argv)
     if args.threads: torch.set_num_threads(args.threads)

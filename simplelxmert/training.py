@@ -9,12 +9,12 @@ from __future__ import annotations
 __all__ = ['MODEL_INPUTS', 'CONFIG_NAME', 'WEIGHTS_NAME', 'STATE_NAME', 'HISTORY_NAME', 'RANDOM_NEG_EPOCHS', 'RESUME_MAY_CHANGE',
            'default_device', 'seed_everything', 'get_rng_state', 'set_rng_state', 'ITMModel', 'roc_auc', 'itm_loss',
            'MLMTransform', 'MLMHead', 'mask_tokens', 'sinusoid_positions', 'init_sinusoid_positions', 'param_groups',
-           'make_optimizer', 'warmup_linear', 'make_scheduler', 'trim_padding', 'model_inputs', 'predict_logits',
-           'itm_metrics', 'evaluate', 'write_json', 'DamagedCheckpointError', 'read_config', 'export_checkpoint',
-           'TrainConfig', 'lr_multiplier', 'make_train_scheduler', 'NonFiniteLossError', 'dist_info', 'StopOnInterrupt',
-           'save_training_state', 'load_training_state', 'train', 'plot_history', 'LivePlot', 'feature_stats',
-           'check_store', 'CurriculumITMDataset', 'MixedITMDataset', 'ITMData', 'itm_data', 'toy_itm_data',
-           'train_parser', 'given_flags', 'train_cli']
+           'fused_adamw_supported', 'make_optimizer', 'warmup_linear', 'make_scheduler', 'trim_padding', 'model_inputs',
+           'predict_logits', 'itm_metrics', 'evaluate', 'write_json', 'DamagedCheckpointError', 'read_config',
+           'export_checkpoint', 'TrainConfig', 'lr_multiplier', 'make_train_scheduler', 'NonFiniteLossError',
+           'dist_info', 'StopOnInterrupt', 'save_training_state', 'load_training_state', 'train', 'plot_history',
+           'LivePlot', 'feature_stats', 'check_store', 'CurriculumITMDataset', 'MixedITMDataset', 'ITMData', 'itm_data',
+           'toy_itm_data', 'train_parser', 'given_flags', 'train_cli']
 
 # %% ../nbs/04_itm_training.ipynb #46de8397
 import argparse, dataclasses, json, math, os, random, shutil, signal, sys, tempfile, threading, time
@@ -184,8 +184,16 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     return [dict(params=decay, weight_decay=weight_decay), dict(params=no_decay, weight_decay=0.0)]
 
 
-def make_optimizer(model: nn.Module, lr: float = 1e-3, weight_decay: float = 0.01) -> torch.optim.AdamW:
-    return torch.optim.AdamW(param_groups(model, weight_decay), lr=lr)
+def fused_adamw_supported(params) -> bool:
+    "Whether PyTorch's fused AdamW kernel can update `params`: floating-point tensors on a CPU or a CUDA GPU."
+    return all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in params)
+
+
+def make_optimizer(model: nn.Module, lr: float = 1e-3, weight_decay: float = 0.01, fused: bool | None = None) -> torch.optim.AdamW:
+    "AdamW over `param_groups`; `fused` (default: wherever supported) makes the update one kernel over all parameters."
+    groups = param_groups(model, weight_decay)
+    if fused is None: fused = fused_adamw_supported(p for g in groups for p in g["params"])
+    return torch.optim.AdamW(groups, lr=lr, fused=fused)
 
 
 def warmup_linear(step: int, total_steps: int, warmup: float = 0.1) -> float:
