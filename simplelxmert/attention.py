@@ -10,8 +10,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 # %% auto #0
-__all__ = ['scaled_dot_product_attention', 'additive_mask', 'dropout_mask', 'dropout', 'Dropout', 'split_heads', 'merge_heads',
-           'as_additive_mask', 'MultiHeadAttention']
+__all__ = ['scaled_dot_product_attention', 'additive_mask', 'random_15bit', 'dropout_mask', 'dropout', 'Dropout', 'split_heads',
+           'merge_heads', 'as_additive_mask', 'MultiHeadAttention']
 
 # %% ../nbs/02_attention.ipynb #c79d3425
 def scaled_dot_product_attention(q, k, v, mask=None, return_weights=False, dropout_p=0.0):
@@ -31,13 +31,19 @@ def additive_mask(mask, dtype=torch.float32):
     return (1.0 - keep) * torch.finfo(dtype).min
 
 # %% ../nbs/02_attention.ipynb #d7a0f1e2
+def random_15bit(shape, device=None):
+    "`shape` random integers, uniform in [0, 2¹⁵): on a CPU or a CUDA GPU four from each 64-bit draw, elsewhere one a draw."
+    n, device = math.prod(shape), torch.device("cpu" if device is None else device)
+    if device.type not in ("cpu", "cuda"):                                 # e.g. MPS fills int64 from 32 random bits
+        return torch.randint(0, 2**15, tuple(shape), dtype=torch.int32, device=device)
+    draws = torch.empty(-(-n // 4), dtype=torch.int64, device=device).random_()      # 63 random bits each
+    return draws.bitwise_and_(0x7FFF_7FFF_7FFF_7FFF).view(torch.int16)[:n].view(shape)   # 4 × 15 bits each
+
 def dropout_mask(shape, p, device=None, dtype=torch.float32):
-    """Inverted dropout's mask of `shape`: 0 with probability `p` (rounded to a multiple of 2⁻¹⁵), 1/(1-p) elsewhere.
-    Each entry compares a random 15-bit integer with a threshold; one 64-bit random integer holds four of them."""
-    n, t = math.prod(shape), min(round(p * 2**15), 2**15 - 1)              # P(r < t) = t / 2¹⁵ ≈ p
-    draws = torch.empty(-(-n // 4), dtype=torch.int64, device=device).random_()   # 63 random bits each
-    r = draws.bitwise_and_(0x7FFF_7FFF_7FFF_7FFF).view(torch.int16)[:n].view(shape)   # n integers in [0, 2¹⁵)
-    return r.float().ge_(t).mul_(2**15 / (2**15 - t)).to(dtype)          # 1/(1-p) where kept, 0 where dropped
+    "Inverted dropout's mask of `shape`: 0 with probability `p` (rounded to a multiple of 2⁻¹⁵), 1/(1-p) elsewhere."
+    t = min(round(p * 2**15), 2**15 - 1)                                   # P(r < t) = t / 2¹⁵ ≈ p
+    if t == 0: raise ValueError(f"dropout probability {p} is below 2⁻¹⁶ and rounds to 0 at the mask's resolution (2⁻¹⁵): use p = 0 to turn dropout off")
+    return random_15bit(shape, device).float().ge_(t).mul_(2**15 / (2**15 - t)).to(dtype)   # 1/(1-p) where kept, 0 where dropped
 
 def dropout(x, p):
     "Inverted dropout, written out: each entry of `x` zeroed with probability `p`, the others scaled by 1/(1-p)."

@@ -12,9 +12,9 @@ __all__ = ['MODEL_INPUTS', 'CONFIG_NAME', 'WEIGHTS_NAME', 'STATE_NAME', 'HISTORY
            'fused_adamw_supported', 'make_optimizer', 'warmup_linear', 'make_scheduler', 'trim_padding', 'model_inputs',
            'predict_logits', 'itm_metrics', 'evaluate', 'write_json', 'DamagedCheckpointError', 'read_config',
            'export_checkpoint', 'TrainConfig', 'lr_multiplier', 'make_train_scheduler', 'NonFiniteLossError',
-           'dist_info', 'StopOnInterrupt', 'save_training_state', 'load_training_state', 'train', 'plot_history',
-           'LivePlot', 'feature_stats', 'check_store', 'CurriculumITMDataset', 'MixedITMDataset', 'ITMData', 'itm_data',
-           'toy_itm_data', 'train_parser', 'given_flags', 'train_cli']
+           'dist_info', 'StopOnInterrupt', 'save_training_state', 'load_optimizer_state', 'load_training_state',
+           'train', 'plot_history', 'LivePlot', 'feature_stats', 'check_store', 'CurriculumITMDataset',
+           'MixedITMDataset', 'ITMData', 'itm_data', 'toy_itm_data', 'train_parser', 'given_flags', 'train_cli']
 
 # %% ../nbs/04_itm_training.ipynb #46de8397
 import argparse, dataclasses, json, math, os, random, shutil, signal, sys, tempfile, threading, time
@@ -416,6 +416,14 @@ def save_training_state(out_dir, model, optimizer, scheduler, scaler, step, hist
     atomic_write(out / STATE_NAME, lambda t: torch.save(state, t))
 
 
+def load_optimizer_state(optimizer, saved: dict):
+    """`optimizer.load_state_dict(saved)`, but this optimizer keeps its own implementation (fused or not): loading
+    replaces the parameter groups, flags included, and a fused AdamW turned into a for-loop one would refuse the
+    GradScaler's inf check (fp16 on a GPU) of a run saved before the trainer used the fused one."""
+    groups = [dict(g, fused=now.get("fused")) for g, now in zip(saved["param_groups"], optimizer.param_groups)]
+    optimizer.load_state_dict(dict(saved, param_groups=groups))
+
+
 def load_training_state(out_dir, model, optimizer, scheduler, scaler) -> dict:
     "Load weights and trainer state saved by `save_training_state`, all from `trainer_state.pt`."
     out = Path(out_dir)
@@ -429,7 +437,7 @@ def load_training_state(out_dir, model, optimizer, scheduler, scaler) -> dict:
                                f"(a save was interrupted); cannot resume exactly — start a new run or remove --resume")
         weights = load_file(str(out / WEIGHTS_NAME))
     model.load_state_dict(weights)
-    optimizer.load_state_dict(state["optimizer"]); scheduler.load_state_dict(state["scheduler"])
+    load_optimizer_state(optimizer, state["optimizer"]); scheduler.load_state_dict(state["scheduler"])
     scaler.load_state_dict(state["scaler"]); set_rng_state(state["rng"])
     return state
 

@@ -11,7 +11,8 @@ from torch.utils.data import Dataset, default_collate
 
 from simplelxmert.encoders import LXMERTConfig
 from simplelxmert.training import (ITMModel, TrainConfig, NonFiniteLossError, train, warmup_linear, make_optimizer,
-                                   make_scheduler, param_groups, roc_auc, itm_loss, trim_padding, read_config, mask_tokens)
+                                   make_scheduler, param_groups, roc_auc, itm_loss, trim_padding, read_config, mask_tokens,
+                                   load_optimizer_state)
 
 torch.set_num_threads(1)
 TINY = dict(vocab_size=40, hidden_size=32, num_attention_heads=2, intermediate_size=64, l_layers=1, r_layers=1,
@@ -68,6 +69,20 @@ def test_no_weight_decay_on_biases_and_layernorm():
             assert {f"{mod_name}.weight", f"{mod_name}.bias"} <= nd, mod_name
     assert all(n.endswith("bias") or "norm" in n.lower() for n in nd)
     assert all(names_p.endswith("weight") for names_p in d) and "head.weight" in d
+
+
+def test_resume_keeps_this_optimizers_fused_update():
+    "A state saved by the for-loop AdamW loads into the fused one, which then steps under a GradScaler (fp16 on a GPU)."
+    torch.manual_seed(0)
+    m = torch.nn.Linear(3, 2); old = make_optimizer(m, fused=False)
+    m(torch.ones(2, 3)).sum().backward(); old.step()
+    m2 = torch.nn.Linear(3, 2); m2.load_state_dict(m.state_dict()); new = make_optimizer(m2)
+    load_optimizer_state(new, old.state_dict())
+    assert [g["fused"] for g in new.param_groups] == [True, True]
+    torch.testing.assert_close(new.state[m2.weight]["exp_avg"], old.state[m.weight]["exp_avg"])
+    scaler = torch.amp.GradScaler("cpu")          # the scaler hands the optimizer its inf check, as on CUDA with fp16
+    scaler.scale(m2(torch.ones(2, 3)).sum()).backward(); scaler.unscale_(new); scaler.step(new); scaler.update()
+    assert new.state[m2.weight]["step"].item() == 2
 
 
 def test_ce2_head_loss_is_two_way_cross_entropy():
