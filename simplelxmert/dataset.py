@@ -404,7 +404,7 @@ def write_shapes_captions(scenes, out_dir, seed: int = 0, splits=(0.8, 0.1, 0.1)
             "images_per_split": per_split, "skipped_images": skipped}
 
 # %% ../nbs/01_dataset.ipynb #67578e49
-from .features import generate_shapes_world, load_scenes
+from .features import generate_shapes_world, load_scenes, one_line
 
 # %% ../nbs/01_dataset.ipynb #1e20ce14
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
@@ -449,7 +449,11 @@ def _with_vocabulary(tok: BertTokenizerFast, where) -> BertTokenizerFast:
 def load_tokenizer(name_or_dir="bert-base-uncased", local_files_only: bool | None = None) -> BertTokenizerFast:
     """A saved tokenizer directory, or a Hugging Face name (`bert-base-uncased`) from the local cache.
     A download is tried only when `local_files_only` is False, or None and `HF_HUB_OFFLINE` is not set."""
-    if Path(name_or_dir).is_dir(): return _with_vocabulary(BertTokenizerFast.from_pretrained(str(name_or_dir)), name_or_dir)
+    if Path(name_or_dir).is_dir():
+        try: return _with_vocabulary(BertTokenizerFast.from_pretrained(str(name_or_dir)), name_or_dir)
+        except OSError: raise
+        except Exception as e:   # a damaged file: the tokenizers library names neither the file nor the folder
+            raise ValueError(f"tokenizer folder {name_or_dir} cannot be read ({one_line(e)[:200]})") from None
     if local_files_only is None: local_files_only = os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0", "false")
     try: return _with_vocabulary(BertTokenizerFast.from_pretrained(name_or_dir, local_files_only=True), name_or_dir)
     except Exception as e: err = e

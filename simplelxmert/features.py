@@ -10,11 +10,11 @@ from pathlib import Path
 
 # %% auto #0
 __all__ = ['COLORS', 'SHAPES', 'SIZES', 'RGB', 'BACKGROUND', 'SIZE_RANGE', 'IMAGENET_MEAN', 'IMAGENET_STD', 'EXTRACTORS',
-           'ShapeObject', 'Scene', 'sample_scene', 'draw_scene', 'atomic_write', 'atomic_write_text',
+           'ShapeObject', 'Scene', 'sample_scene', 'draw_scene', 'atomic_write', 'atomic_write_text', 'one_line',
            'generate_shapes_world', 'load_scenes', 'RegionFeatures', 'FeatureStore', 'FeatureStoreWriter', 'load_image',
            'pad_regions', 'whole_image_box', 'normalized_pixels', 'check_device', 'PixelRoIExtractor', 'find_shapes',
-           'frcnn_weights_file', 'build_frcnn', 'FasterRCNNExtractor', 'show_regions', 'make_extractor', 'list_images',
-           'extract_features', 'extract_cli', 'feature_stats', 'linear_probe']
+           'frcnn_weights_file', 'read_state_dict', 'build_frcnn', 'FasterRCNNExtractor', 'show_regions',
+           'make_extractor', 'list_images', 'extract_features', 'extract_cli', 'feature_stats', 'linear_probe']
 
 # %% ../nbs/00_features.ipynb #a50f5ad0
 import numpy as np
@@ -115,6 +115,10 @@ def atomic_write(path, write):
 def atomic_write_text(path, text: str):
     "Write a text file atomically (`atomic_write`)."
     atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+
+def one_line(e) -> str:
+    "An exception's message on one line (library messages can span several)."
+    return " ".join(str(e).split())
 
 def generate_shapes_world(out_dir, n_images: int, seed=0, image_size=128, min_objects=2, max_objects=3) -> list[Scene]:
     "Write `out_dir/images/*.png`, `scenes.json` and `boxes.json` (pixel boxes per file); return the scenes."
@@ -385,6 +389,20 @@ def frcnn_weights_file():
     url = FasterRCNN_ResNet50_FPN_Weights.DEFAULT.url
     return Path(torch.hub.get_dir())/"checkpoints"/url.rsplit("/", 1)[-1], url
 
+def read_state_dict(path) -> dict:
+    """Tensors by name from a `.safetensors` file, or from a `.pth` through PyTorch's weights-only loader, which builds
+    tensors and plain containers and nothing else: a file that asks to run code is refused, never run."""
+    import pickle
+    from safetensors.torch import load_file
+    path = Path(path)
+    if path.is_dir(): raise IsADirectoryError(f"weights {path} is a folder: pass the state-dict file itself (.pth or .safetensors)")
+    try: return load_file(str(path)) if path.suffix == ".safetensors" else torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise ValueError(f"weights {path} holds more than tensors (a pickle that would build other objects or run code): "
+                         f"refused; pass a plain state dict (.pth or .safetensors)") from None
+    except Exception as e:   # cut short, not a checkpoint at all
+        raise ValueError(f"weights {path} cannot be read as a state dict ({one_line(e)[:200]})") from None
+
 def build_frcnn(weights="default", seed: int = 0, min_size: int = 800, max_size: int = 1333):
     "torchvision `fasterrcnn_resnet50_fpn`, weights from the local cache (`'default'`), seeded `'random'`, or a state-dict path. Never downloads."
     from torchvision.models.detection import FasterRCNN
@@ -402,7 +420,7 @@ def build_frcnn(weights="default", seed: int = 0, min_size: int = 800, max_size:
                                     f"(or download {url} into {path.parent}); simplelxmert_extract can also take --weights PATH (a state dict) or --weights random (a demo).")
     else: path = Path(weights)
     if not path.exists(): raise FileNotFoundError(f"weights file {path} not found: pass 'default', 'random' or the path of a fasterrcnn_resnet50_fpn state dict")
-    sd = torch.load(path, map_location="cpu", weights_only=True)
+    sd = read_state_dict(path)
     if isinstance(sd, dict) and "model" in sd and isinstance(sd["model"], dict): sd = sd["model"]
     model = make()
     missing, unexpected = model.load_state_dict(sd, strict=False)
@@ -581,7 +599,7 @@ def extract_cli(argv=None):
     kw = {"min_size": a.min_size, "max_size": a.max_size, "score_thresh": a.score_thresh} if a.extractor == "frcnn" else {}
     try:
         s = extract_features(a.images_dir, a.store, k=a.k, batch_size=a.batch_size, boxes=a.boxes, weights=a.weights, device=a.device, extractor=a.extractor, **kw)
-    except (FileNotFoundError, NotADirectoryError, ValueError, RuntimeError) as e:
+    except (OSError, ValueError, RuntimeError) as e:   # a missing or unreadable file, a bad setting: named
         print(f"simplelxmert_extract: error: {e}", file=sys.stderr); return 2
     except KeyboardInterrupt:   # the writer has committed every finished batch
         print(f"simplelxmert_extract: interrupted; the images extracted so far are in {a.store}: run the same command "

@@ -6,15 +6,17 @@
 from __future__ import annotations
 
 # %% auto #0
-__all__ = ['MODEL_INPUTS', 'CONFIG_NAME', 'WEIGHTS_NAME', 'STATE_NAME', 'HISTORY_NAME', 'RANDOM_NEG_EPOCHS', 'RESUME_MAY_CHANGE',
-           'default_device', 'seed_everything', 'get_rng_state', 'set_rng_state', 'ITMModel', 'roc_auc', 'itm_loss',
-           'MLMTransform', 'MLMHead', 'mask_tokens', 'sinusoid_positions', 'init_sinusoid_positions', 'param_groups',
-           'fused_adamw_supported', 'make_optimizer', 'warmup_linear', 'make_scheduler', 'trim_padding', 'model_inputs',
-           'predict_logits', 'itm_metrics', 'evaluate', 'write_json', 'DamagedCheckpointError', 'read_config',
+__all__ = ['MODEL_INPUTS', 'CONFIG_NAME', 'WEIGHTS_NAME', 'STATE_NAME', 'HISTORY_NAME', 'LEGACY_STATE_NAME', 'STATE_KEY',
+           'RANDOM_NEG_EPOCHS', 'RESUME_MAY_CHANGE', 'default_device', 'seed_everything', 'get_rng_state',
+           'set_rng_state', 'ITMModel', 'roc_auc', 'itm_loss', 'MLMTransform', 'MLMHead', 'mask_tokens',
+           'sinusoid_positions', 'init_sinusoid_positions', 'param_groups', 'fused_adamw_supported', 'make_optimizer',
+           'warmup_linear', 'make_scheduler', 'trim_padding', 'model_inputs', 'predict_logits', 'itm_metrics',
+           'evaluate', 'write_json', 'DamagedCheckpointError', 'read_config', 'save_state_file', 'load_state_file',
            'export_checkpoint', 'TrainConfig', 'lr_multiplier', 'make_train_scheduler', 'NonFiniteLossError',
-           'dist_info', 'StopOnInterrupt', 'save_training_state', 'load_optimizer_state', 'load_training_state',
-           'train', 'plot_history', 'LivePlot', 'feature_stats', 'check_store', 'CurriculumITMDataset',
-           'MixedITMDataset', 'ITMData', 'itm_data', 'toy_itm_data', 'train_parser', 'given_flags', 'train_cli']
+           'dist_info', 'StopOnInterrupt', 'save_training_state', 'load_optimizer_state', 'has_training_state',
+           'load_training_state', 'train', 'plot_history', 'LivePlot', 'feature_stats', 'check_store',
+           'CurriculumITMDataset', 'MixedITMDataset', 'ITMData', 'itm_data', 'toy_itm_data', 'train_parser',
+           'given_flags', 'train_cli']
 
 # %% ../nbs/04_itm_training.ipynb #46de8397
 import argparse, dataclasses, json, math, os, random, shutil, signal, sys, tempfile, threading, time
@@ -33,7 +35,7 @@ from tqdm import tqdm
 from fastcore.basics import patch
 
 from .encoders import LXMERT, LXMERTConfig
-from .features import FeatureStore, atomic_write, check_device
+from .features import FeatureStore, atomic_write, check_device, one_line
 from .dataset import (ITM_MATCH, ITMDataset, ITMPair, ITMPairDataset, collate_itm, flip_pairs, load_tokenizer,
                                   make_eval_pairs, make_toy_data, position_records, read_kaggle_csv, read_karpathy_json,
                                   split_by_image)
@@ -279,7 +281,8 @@ def _save_tokenizer(tokenizer, path: Path):
     os.replace(tmp, path); shutil.rmtree(old, ignore_errors=True)
 
 # %% ../nbs/04_itm_training.ipynb #4321d2c5
-CONFIG_NAME, WEIGHTS_NAME, STATE_NAME, HISTORY_NAME = "config.json", "model.safetensors", "trainer_state.pt", "history.json"
+CONFIG_NAME, WEIGHTS_NAME, STATE_NAME, HISTORY_NAME = "config.json", "model.safetensors", "trainer_state.safetensors", "history.json"
+LEGACY_STATE_NAME = "trainer_state.pt"   # older versions pickled the trainer state: refused, never unpickled
 
 
 @patch
@@ -327,6 +330,58 @@ def from_pretrained(cls: ITMModel, ckpt_dir, map_location="cpu"):
     model.load_state_dict(state, strict=True)
     model.checkpoint_config = cfg
     return model.eval()
+
+# %% ../nbs/04_itm_training.ipynb #f8917bb6
+_MARKS = ("__tensor__", "__ndarray__", "__tuple__", "__items__")
+
+def _encode(obj, tensors: dict, key: str):
+    "A JSON-able copy of `obj`; its tensors move to `tensors`, each named by its path `key`."
+    if torch.is_tensor(obj): tensors[key] = obj.detach().cpu().contiguous(); return {"__tensor__": key}
+    if isinstance(obj, np.ndarray): return {"__ndarray__": obj.tolist(), "dtype": str(obj.dtype)}
+    if isinstance(obj, np.generic): return obj.item()
+    if isinstance(obj, (tuple, list)):
+        items = [_encode(v, tensors, f"{key}.{i}") for i, v in enumerate(obj)]
+        return {"__tuple__": items} if isinstance(obj, tuple) else items
+    if isinstance(obj, dict):
+        if all(isinstance(k, str) and k not in _MARKS for k in obj): return {k: _encode(v, tensors, f"{key}.{k}") for k, v in obj.items()}
+        return {"__items__": [[k, _encode(v, tensors, f"{key}.{k}")] for k, v in obj.items()]}   # e.g. int keys
+    if obj is None or isinstance(obj, (bool, int, float, str)): return obj
+    raise TypeError(f"{key}: a {type(obj).__name__} cannot be saved in a trainer state")
+
+
+def _decode(obj, tensors: dict):
+    "The inverse of `_encode`."
+    if isinstance(obj, list): return [_decode(v, tensors) for v in obj]
+    if not isinstance(obj, dict): return obj
+    if "__tensor__" in obj: return tensors[obj["__tensor__"]]
+    if "__ndarray__" in obj: return np.array(obj["__ndarray__"], dtype=np.dtype(obj["dtype"]))
+    if "__tuple__" in obj: return tuple(_decode(v, tensors) for v in obj["__tuple__"])
+    if "__items__" in obj: return {k: _decode(v, tensors) for k, v in obj["__items__"]}
+    return {k: _decode(v, tensors) for k, v in obj.items()}
+
+# %% ../nbs/04_itm_training.ipynb #904f842c
+STATE_KEY = "simplelxmert_trainer_state"   # the safetensors metadata entry that holds the JSON part
+
+
+def save_state_file(path, state: dict):
+    """Write `state` (nested dicts, lists and tuples of numbers, strings, tensors and NumPy arrays) as one safetensors
+    file, atomically: the tensors as tensors, the rest as JSON in its header. Reading it back runs no code."""
+    tensors = {}
+    tree = json.dumps(_encode(state, tensors, "state"), default=_json_default)
+    atomic_write(path, lambda t: save_file(tensors, t, metadata={"format": "pt", STATE_KEY: tree}))
+
+
+def load_state_file(path) -> dict:
+    "Read a file written by `save_state_file`; a damaged or foreign file is a `DamagedCheckpointError` naming it."
+    from safetensors import safe_open
+    try:
+        with safe_open(str(path), "pt") as f:
+            tree = json.loads((f.metadata() or {})[STATE_KEY])
+            return _decode(tree, {k: f.get_tensor(k) for k in f.keys()})
+    except KeyError as e:
+        raise DamagedCheckpointError(f"{path} is not a simplelxmert trainer state (no {e} in it): the checkpoint is damaged") from None
+    except Exception as e:   # safetensors' own error (cut short, not safetensors at all), invalid JSON
+        raise DamagedCheckpointError(f"{path} cannot be read ({one_line(e)}): the checkpoint is damaged") from None
 
 # %% ../nbs/04_itm_training.ipynb #9fa80f7a
 def export_checkpoint(src, dst, dtype=torch.float16) -> Path:
@@ -406,14 +461,15 @@ class StopOnInterrupt:
 
 
 def save_training_state(out_dir, model, optimizer, scheduler, scaler, step, history, elapsed, tokenizer=None, extra=None):
-    """A resumable checkpoint: the model files, then `history.json`, then `trainer_state.pt` (written last), which holds
-    everything a resume reads, the weights included: a crash between two files never leaves a run that cannot resume."""
+    """A resumable checkpoint: the model files, then `history.json`, then `trainer_state.safetensors` (written last),
+    which holds everything a resume reads, the weights included: a crash between two files never leaves a run that
+    cannot resume."""
     out = Path(out_dir)
     model.save_pretrained(out, tokenizer=tokenizer, extra=extra, step=step)
     write_json(out / HISTORY_NAME, history)
     state = dict(step=step, elapsed=elapsed, model=model.state_dict(), optimizer=optimizer.state_dict(),
                  scheduler=scheduler.state_dict(), scaler=scaler.state_dict(), rng=get_rng_state(), history=history)
-    atomic_write(out / STATE_NAME, lambda t: torch.save(state, t))
+    save_state_file(out / STATE_NAME, state)
 
 
 def load_optimizer_state(optimizer, saved: dict):
@@ -424,21 +480,30 @@ def load_optimizer_state(optimizer, saved: dict):
     optimizer.load_state_dict(dict(saved, param_groups=groups))
 
 
-def load_training_state(out_dir, model, optimizer, scheduler, scaler) -> dict:
-    "Load weights and trainer state saved by `save_training_state`, all from `trainer_state.pt`."
+def has_training_state(out_dir) -> bool:
+    "Whether `out_dir` holds a trainer state to resume; a pickled one (`trainer_state.pt`, older versions) is refused."
     out = Path(out_dir)
-    state = torch.load(out / STATE_NAME, map_location="cpu", weights_only=False)
-    if "model" in state: weights = state["model"]  # the weights of the state's own step
-    else:                                          # a checkpoint from before the weights were in the state
-        from safetensors import safe_open
-        with safe_open(str(out / WEIGHTS_NAME), "pt") as f: wstep = int(f.metadata().get("step", -1))
-        if wstep != state["step"]:
-            raise RuntimeError(f"{out}: {WEIGHTS_NAME} is from step {wstep} but {STATE_NAME} from step {state['step']} "
-                               f"(a save was interrupted); cannot resume exactly — start a new run or remove --resume")
-        weights = load_file(str(out / WEIGHTS_NAME))
-    model.load_state_dict(weights)
-    load_optimizer_state(optimizer, state["optimizer"]); scheduler.load_state_dict(state["scheduler"])
-    scaler.load_state_dict(state["scaler"]); set_rng_state(state["rng"])
+    if (out / STATE_NAME).exists(): return True
+    if (out / LEGACY_STATE_NAME).exists():
+        raise DamagedCheckpointError(
+            f"{out / LEGACY_STATE_NAME} is a pickle written by an older simplelxmert, and the kit never unpickles (a pickle "
+            f"can run code): that run cannot resume. Its weights in {out / WEIGHTS_NAME} still serve simplelxmert_predict; "
+            f"to train on, start a new run with another --out")
+    return False
+
+
+def load_training_state(out_dir, model, optimizer, scheduler, scaler) -> dict:
+    "Load weights and trainer state saved by `save_training_state`, all from `trainer_state.safetensors`."
+    path = Path(out_dir) / STATE_NAME
+    state = load_state_file(path)
+    try:
+        model.load_state_dict(state["model"])
+        load_optimizer_state(optimizer, state["optimizer"]); scheduler.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"]); set_rng_state(state["rng"])
+        int(state["step"]), float(state["elapsed"]), list(state["history"])
+    except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as e:
+        raise DamagedCheckpointError(f"{path} does not fit this model and optimizer ({one_line(e)}): resume the run with "
+                                     f"the settings it was trained with, or start a new run with another --out") from None
     return state
 
 # %% ../nbs/04_itm_training.ipynb #b51040c3
@@ -484,7 +549,7 @@ def train(model: ITMModel, train_ds, cfg: TrainConfig, val_sets: dict | None = N
         if step < first: return position_ds, first_sampler, step, len(first_sampler) // cfg.batch_size
         return train_ds, sampler, step - first, steps_per_epoch
     step, history, elapsed = 0, [], 0.0
-    if resume and out_dir is not None and (Path(out_dir) / STATE_NAME).exists():
+    if resume and out_dir is not None and has_training_state(out_dir):
         st = load_training_state(out_dir, model, optimizer, scheduler, scaler)
         step, history, elapsed = st["step"], st["history"], st["elapsed"]
     else:
@@ -755,7 +820,7 @@ RANDOM_NEG_EPOCHS = 3   # the curriculum of the recipe (toy data): random negati
 def train_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="simplelxmert_train", description=
         "Train LXMERT on Image-Text Matching (toy ShapesWorld offline, or Flickr30k with extracted features). "
-        "Writes a checkpoint folder: model.safetensors, config.json, tokenizer/, trainer_state.pt, history.json, curves.png. "
+        "Writes a checkpoint folder: model.safetensors, config.json, tokenizer/, trainer_state.safetensors, history.json, curves.png. "
         "Runs under torchrun for several processes/GPUs (DistributedDataParallel).")
     g = p.add_argument_group("data")
     g.add_argument("--data", choices=("toy", "flickr30k"), help="toy: ShapesWorld (offline); flickr30k: real captions + feature store")
@@ -858,9 +923,10 @@ def train_cli(argv=None):
     p = train_parser()
     args = p.parse_args(argv)
     out = Path(args.out)
-    resuming = args.resume and (out / STATE_NAME).exists()
+    try: resuming = args.resume and has_training_state(out)
+    except DamagedCheckpointError as e: raise SystemExit(f"simplelxmert_train: error: {e}")
     try: saved_config = read_config(out) if (out / CONFIG_NAME).exists() else None
-    except DamagedCheckpointError as e: p.error(f"{e}; delete {out} (or choose another --out) to train anew")
+    except DamagedCheckpointError as e: raise SystemExit(f"simplelxmert_train: error: {e}; delete {out} (or choose another --out) to train anew")
     if not resuming and saved_config is not None:
         p.error(f"{out} holds a checkpoint (step {saved_config.get('step')}): "
                 + ("pass --resume to continue its run, or " if (out / STATE_NAME).exists() else "")
