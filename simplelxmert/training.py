@@ -6,20 +6,16 @@
 from __future__ import annotations
 
 # %% auto #0
-__all__ = ['MODEL_INPUTS', 'CONFIG_NAME', 'WEIGHTS_NAME', 'STATE_NAME', 'HISTORY_NAME', 'LEGACY_STATE_NAME', 'STATE_KEY',
-           'RANDOM_NEG_EPOCHS', 'RESUME_MAY_CHANGE', 'default_device', 'seed_everything', 'get_rng_state',
-           'set_rng_state', 'ITMModel', 'roc_auc', 'itm_loss', 'MLMTransform', 'MLMHead', 'mask_tokens',
-           'sinusoid_positions', 'init_sinusoid_positions', 'param_groups', 'fused_adamw_supported', 'make_optimizer',
-           'warmup_linear', 'make_scheduler', 'trim_padding', 'model_inputs', 'predict_logits', 'itm_metrics',
-           'evaluate', 'write_json', 'DamagedCheckpointError', 'read_config', 'save_state_file', 'load_state_file',
-           'export_checkpoint', 'TrainConfig', 'lr_multiplier', 'make_train_scheduler', 'NonFiniteLossError',
-           'dist_info', 'StopOnInterrupt', 'save_training_state', 'load_optimizer_state', 'has_training_state',
-           'load_training_state', 'train', 'plot_history', 'LivePlot', 'feature_stats', 'check_store',
-           'CurriculumITMDataset', 'MixedITMDataset', 'ITMData', 'itm_data', 'toy_itm_data', 'train_parser',
-           'given_flags', 'train_cli']
+__all__ = ['MODEL_INPUTS', 'RANDOM_NEG_EPOCHS', 'RESUME_MAY_CHANGE', 'default_device', 'seed_everything', 'ITMModel', 'roc_auc',
+           'itm_loss', 'MLMTransform', 'MLMHead', 'mask_tokens', 'sinusoid_positions', 'init_sinusoid_positions',
+           'param_groups', 'fused_adamw_supported', 'make_optimizer', 'warmup_linear', 'make_scheduler', 'trim_padding',
+           'model_inputs', 'predict_logits', 'itm_metrics', 'evaluate', 'read_config', 'export_checkpoint',
+           'TrainConfig', 'lr_multiplier', 'make_train_scheduler', 'BatchOrder', 'Trainer', 'validation_loaders',
+           'check_run', 'train', 'plot_history', 'LivePlot', 'feature_stats', 'check_store', 'CurriculumITMDataset',
+           'MixedITMDataset', 'ITMData', 'itm_data', 'toy_itm_data', 'train_parser', 'given_flags', 'train_cli']
 
 # %% ../nbs/04_itm_training.ipynb #46de8397
-import argparse, dataclasses, json, math, os, random, shutil, signal, sys, tempfile, threading, time
+import argparse, dataclasses, json, math, os, random, shutil, sys, tempfile, time
 from dataclasses import dataclass, asdict, field
 from pathlib import Path
 
@@ -39,6 +35,11 @@ from .features import FeatureStore, atomic_write, check_device, one_line
 from .dataset import (ITM_MATCH, ITMDataset, ITMPair, ITMPairDataset, collate_itm, flip_pairs, load_tokenizer,
                                   make_eval_pairs, make_toy_data, position_records, read_kaggle_csv, read_karpathy_json,
                                   split_by_image)
+from .at_scale import (CONFIG_NAME, WEIGHTS_NAME, STATE_NAME, HISTORY_NAME, LEGACY_STATE_NAME,
+                                   DamagedCheckpointError, NonFiniteLossError, StopOnInterrupt, barrier, check_finite,
+                                   dist_info, get_rng_state, has_training_state, load_state_file, load_training_state,
+                                   mean_over_processes, mixed_precision, run_device, save_state_file, save_training_state,
+                                   set_rng_state, wrap_ddp, write_json, init_distributed, load_optimizer_state, STATE_KEY)
 
 # %% ../nbs/04_itm_training.ipynb #bd9840ef
 def default_device() -> torch.device:
@@ -49,18 +50,6 @@ def default_device() -> torch.device:
 def seed_everything(seed: int):
     "Seed Python, NumPy and PyTorch (every device)."
     random.seed(seed); np.random.seed(seed % 2**32); torch.manual_seed(seed)
-
-
-def get_rng_state() -> dict:
-    "Every random generator training touches, to be saved in a checkpoint."
-    s = dict(python=random.getstate(), numpy=np.random.get_state(), torch=torch.get_rng_state())
-    if torch.cuda.is_available(): s["cuda"] = torch.cuda.get_rng_state_all()
-    return s
-
-
-def set_rng_state(s: dict):
-    random.setstate(s["python"]); np.random.set_state(s["numpy"]); torch.set_rng_state(s["torch"])
-    if "cuda" in s and torch.cuda.is_available(): torch.cuda.set_rng_state_all(s["cuda"])
 
 # %% ../nbs/04_itm_training.ipynb #0bebedf2
 class ITMModel(nn.Module):
@@ -197,7 +186,7 @@ def make_optimizer(model: nn.Module, lr: float = 1e-3, weight_decay: float = 0.0
     if fused is None: fused = fused_adamw_supported(p for g in groups for p in g["params"])
     return torch.optim.AdamW(groups, lr=lr, fused=fused)
 
-
+# %% ../nbs/04_itm_training.ipynb #a05c2cb3
 def warmup_linear(step: int, total_steps: int, warmup: float = 0.1) -> float:
     "Learning-rate multiplier: linear from 0 to 1 over the first `warmup` fraction of steps, then linear to 0."
     w = max(1, int(round(warmup * total_steps)))
@@ -206,6 +195,7 @@ def warmup_linear(step: int, total_steps: int, warmup: float = 0.1) -> float:
 
 
 def make_scheduler(optimizer, total_steps: int, warmup: float = 0.1):
+    "A `LambdaLR` that multiplies the learning rate by `warmup_linear` at every step."
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: warmup_linear(s, total_steps, warmup))
 
 # %% ../nbs/04_itm_training.ipynb #b49717cd
@@ -232,9 +222,10 @@ MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids", "visual_feats",
 
 
 def model_inputs(batch: dict) -> dict:
+    "The entries of a batch that the model's `forward` takes (`MODEL_INPUTS`), without the label."
     return {k: batch[k] for k in MODEL_INPUTS if k in batch}
 
-
+# %% ../nbs/04_itm_training.ipynb #9c1c64cd
 @torch.no_grad()
 def predict_logits(model, loader, device=None) -> tuple[np.ndarray, np.ndarray]:
     "Match logits and labels for every pair of a loader."
@@ -262,27 +253,13 @@ def evaluate(model, loaders: dict, device=None) -> dict:
     return res
 
 # %% ../nbs/04_itm_training.ipynb #8e28100f
-def _json_default(o):
-    if isinstance(o, (np.floating, np.integer)): return o.item()
-    if isinstance(o, np.ndarray): return o.tolist()
-    if isinstance(o, Path): return str(o)
-    raise TypeError(f"not JSON serializable: {type(o)}")
-
-
-def write_json(path, obj):
-    atomic_write(path, lambda t: Path(t).write_text(json.dumps(obj, indent=1, default=_json_default)))
-
-
 def _save_tokenizer(tokenizer, path: Path):
+    "Save a tokenizer folder atomically: into a temporary folder beside `path`, then renamed over it."
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=".tokenizer."))
     tokenizer.save_pretrained(str(tmp)); os.chmod(tmp, 0o755)
     old = path.with_name(f".{path.name}.old")
     if path.exists(): os.replace(path, old)
     os.replace(tmp, path); shutil.rmtree(old, ignore_errors=True)
-
-# %% ../nbs/04_itm_training.ipynb #4321d2c5
-CONFIG_NAME, WEIGHTS_NAME, STATE_NAME, HISTORY_NAME = "config.json", "model.safetensors", "trainer_state.safetensors", "history.json"
-LEGACY_STATE_NAME = "trainer_state.pt"   # older versions pickled the trainer state: refused, never unpickled
 
 
 @patch
@@ -298,11 +275,7 @@ def save_pretrained(self: ITMModel, save_dir, tokenizer=None, extra: dict | None
     if tokenizer is not None: _save_tokenizer(tokenizer, d / "tokenizer")
     return d
 
-
-class DamagedCheckpointError(ValueError):
-    "A checkpoint file that cannot be read at all (cut short, or not what its name says)."
-
-
+# %% ../nbs/04_itm_training.ipynb #4321d2c5
 def read_config(ckpt_dir) -> dict:
     "The checkpoint's `config.json`, with a clear error when the folder is not a checkpoint."
     p = Path(ckpt_dir) / CONFIG_NAME
@@ -330,58 +303,6 @@ def from_pretrained(cls: ITMModel, ckpt_dir, map_location="cpu"):
     model.load_state_dict(state, strict=True)
     model.checkpoint_config = cfg
     return model.eval()
-
-# %% ../nbs/04_itm_training.ipynb #f8917bb6
-_MARKS = ("__tensor__", "__ndarray__", "__tuple__", "__items__")
-
-def _encode(obj, tensors: dict, key: str):
-    "A JSON-able copy of `obj`; its tensors move to `tensors`, each named by its path `key`."
-    if torch.is_tensor(obj): tensors[key] = obj.detach().cpu().contiguous(); return {"__tensor__": key}
-    if isinstance(obj, np.ndarray): return {"__ndarray__": obj.tolist(), "dtype": str(obj.dtype)}
-    if isinstance(obj, np.generic): return obj.item()
-    if isinstance(obj, (tuple, list)):
-        items = [_encode(v, tensors, f"{key}.{i}") for i, v in enumerate(obj)]
-        return {"__tuple__": items} if isinstance(obj, tuple) else items
-    if isinstance(obj, dict):
-        if all(isinstance(k, str) and k not in _MARKS for k in obj): return {k: _encode(v, tensors, f"{key}.{k}") for k, v in obj.items()}
-        return {"__items__": [[k, _encode(v, tensors, f"{key}.{k}")] for k, v in obj.items()]}   # e.g. int keys
-    if obj is None or isinstance(obj, (bool, int, float, str)): return obj
-    raise TypeError(f"{key}: a {type(obj).__name__} cannot be saved in a trainer state")
-
-
-def _decode(obj, tensors: dict):
-    "The inverse of `_encode`."
-    if isinstance(obj, list): return [_decode(v, tensors) for v in obj]
-    if not isinstance(obj, dict): return obj
-    if "__tensor__" in obj: return tensors[obj["__tensor__"]]
-    if "__ndarray__" in obj: return np.array(obj["__ndarray__"], dtype=np.dtype(obj["dtype"]))
-    if "__tuple__" in obj: return tuple(_decode(v, tensors) for v in obj["__tuple__"])
-    if "__items__" in obj: return {k: _decode(v, tensors) for k, v in obj["__items__"]}
-    return {k: _decode(v, tensors) for k, v in obj.items()}
-
-# %% ../nbs/04_itm_training.ipynb #904f842c
-STATE_KEY = "simplelxmert_trainer_state"   # the safetensors metadata entry that holds the JSON part
-
-
-def save_state_file(path, state: dict):
-    """Write `state` (nested dicts, lists and tuples of numbers, strings, tensors and NumPy arrays) as one safetensors
-    file, atomically: the tensors as tensors, the rest as JSON in its header. Reading it back runs no code."""
-    tensors = {}
-    tree = json.dumps(_encode(state, tensors, "state"), default=_json_default)
-    atomic_write(path, lambda t: save_file(tensors, t, metadata={"format": "pt", STATE_KEY: tree}))
-
-
-def load_state_file(path) -> dict:
-    "Read a file written by `save_state_file`; a damaged or foreign file is a `DamagedCheckpointError` naming it."
-    from safetensors import safe_open
-    try:
-        with safe_open(str(path), "pt") as f:
-            tree = json.loads((f.metadata() or {})[STATE_KEY])
-            return _decode(tree, {k: f.get_tensor(k) for k in f.keys()})
-    except KeyError as e:
-        raise DamagedCheckpointError(f"{path} is not a simplelxmert trainer state (no {e} in it): the checkpoint is damaged") from None
-    except Exception as e:   # safetensors' own error (cut short, not safetensors at all), invalid JSON
-        raise DamagedCheckpointError(f"{path} cannot be read ({one_line(e)}): the checkpoint is damaged") from None
 
 # %% ../nbs/04_itm_training.ipynb #9fa80f7a
 def export_checkpoint(src, dst, dtype=torch.float16) -> Path:
@@ -435,94 +356,169 @@ def make_train_scheduler(optimizer, cfg: TrainConfig):
     "The schedule of `train`: one `LambdaLR` over both phases."
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_multiplier(s, cfg))
 
-# %% ../nbs/04_itm_training.ipynb #eba4ed3c
-class NonFiniteLossError(FloatingPointError):
-    "The loss became NaN or infinite: training stopped, the last good checkpoint is kept."
+# %% ../nbs/04_itm_training.ipynb #063ac170
+def _sampler(ds, cfg, what: str, fix: str) -> DistributedSampler:
+    "One seeded order per epoch of `ds`, this process's share of it; a clear error when it holds no full batch."
+    rank, world = dist_info()
+    s = DistributedSampler(ds, num_replicas=world, rank=rank, shuffle=True, seed=cfg.seed, drop_last=True)
+    if len(s) < cfg.batch_size:
+        raise ValueError(f"{len(ds)} {what} give no full batch of {cfg.batch_size} x {world} processes: {fix}")
+    return s
 
 
-def dist_info() -> tuple[int, int]:
-    "(rank, world size): (0, 1) outside `torch.distributed`."
-    return (dist.get_rank(), dist.get_world_size()) if dist.is_available() and dist.is_initialized() else (0, 1)
+class BatchOrder:
+    """The batches of a run, step by step: the first lesson's pairs for `cfg.position_steps` steps, then the training
+    pairs. Each epoch is one permutation seeded by `(seed, epoch)`; the epoch and the place in it follow from the step."""
+    def __init__(self, cfg, train_ds, position_ds=None):
+        self.cfg = cfg
+        main = (train_ds, _sampler(train_ds, cfg, "training pairs", "lower --batch-size (batch_size) or give more training data"))
+        first = (position_ds, _sampler(position_ds, cfg, "position pairs", "raise --position-captions or lower --batch-size")) \
+                if cfg.position_steps else None
+        self.phases = (first, main)
 
+    def per_epoch(self, sampler) -> int: return len(sampler) // self.cfg.batch_size
 
-class StopOnInterrupt:
-    "While active, the first Ctrl-C (SIGINT) only sets `.hit` (the loop stops after its step); a second one interrupts."
-    def __enter__(self):
-        self.hit, self._old = False, None
-        if threading.current_thread() is threading.main_thread(): self._old = signal.signal(signal.SIGINT, self._handle)
+    def phase(self, step: int):
+        "(dataset, sampler, step within the phase) of the phase `step` is in."
+        first = self.cfg.position_steps
+        return (*self.phases[0], step) if step < first else (*self.phases[1], step - first)
+
+    def epoch(self, step: int) -> float:
+        "Epochs of the training pairs done at `step` (the history's `epoch`)."
+        return max(step - self.cfg.position_steps, 0) / self.per_epoch(self.phases[1][1])
+
+# %% ../nbs/04_itm_training.ipynb #328fe05b
+@patch
+def __call__(self: BatchOrder, step: int, collate_fn=None, pin_memory: bool = False):
+    "Yield the batches of steps `step`, `step + 1`, … up to the run's last step."
+    cfg = self.cfg
+    while step < cfg.steps:
+        ds, sampler, k = self.phase(step)
+        epoch, start = divmod(k, self.per_epoch(sampler))
+        sampler.set_epoch(epoch)
+        if hasattr(ds, "set_epoch"): ds.set_epoch(epoch)                 # this epoch's negatives
+        order = list(sampler)[start * cfg.batch_size:]                    # mid-epoch: skip the batches already seen
+        loader = DataLoader(ds, batch_size=cfg.batch_size, sampler=order, collate_fn=collate_fn, drop_last=True,
+                            num_workers=cfg.num_workers, generator=torch.Generator().manual_seed(cfg.seed + epoch),
+                            pin_memory=pin_memory)
+        for batch in loader:
+            yield batch
+            step += 1
+            if step >= cfg.steps or step == cfg.position_steps: break     # the end, or the switch to the main data
+
+# %% ../nbs/04_itm_training.ipynb #3e9d79ca
+class Trainer:
+    "The moving parts of one run: the model, AdamW, the schedule, mixed precision, the step, the history."
+    def __init__(self, model, cfg, out_dir=None, tokenizer=None, extra=None):
+        self.model, self.cfg, self.out_dir, self.tokenizer, self.extra = model, cfg, out_dir, tokenizer, extra
+        self.rank = dist_info()[0]
+        self.device = run_device(cfg.device); model.to(self.device)           # A3: one GPU per process
+        self.amp_dtype, self.scaler = mixed_precision(self.device, cfg.amp)    # A3: bf16 / fp16 on CUDA, none on a CPU
+        self.optimizer = make_optimizer(model, cfg.lr, cfg.weight_decay)
+        self.scheduler = make_train_scheduler(self.optimizer, cfg)
+        self.masking = (dict(mask_id=tokenizer.mask_token_id, special_ids=tokenizer.all_special_ids,
+                             vocab_size=len(tokenizer)) if cfg.mlm_weight > 0 else None)
+        self.step, self.history, self.elapsed, self.stopped = 0, [], 0.0, None
+        self.sums, self.seen = [0.0, 0.0, 0.0], 0   # ITM loss, accuracy, masked-LM loss since the last validation
+
+    def start(self, resume: bool = False):
+        "Continue the run saved in `out_dir` (A3), or seed every generator; then wrap the model for several processes."
+        if resume and self.out_dir is not None and has_training_state(self.out_dir):
+            st = load_training_state(self.out_dir, self.model, self.optimizer, self.scheduler, self.scaler)
+            self.step, self.history, self.elapsed = st["step"], st["history"], st["elapsed"]
+        else: seed_everything(self.cfg.seed + self.rank)
+        self.last_saved, self.t0 = self.step, time.time() - self.elapsed
+        self.net = wrap_ddp(self.model, self.device)                           # A3: DDP under torchrun
         return self
 
-    def _handle(self, *_):
-        if self.hit: raise KeyboardInterrupt
-        self.hit = True
-
-    def __exit__(self, *exc):
-        if self._old is not None: signal.signal(signal.SIGINT, self._old)
-
-
-def save_training_state(out_dir, model, optimizer, scheduler, scaler, step, history, elapsed, tokenizer=None, extra=None):
-    """A resumable checkpoint: the model files, then `history.json`, then `trainer_state.safetensors` (written last),
-    which holds everything a resume reads, the weights included: a crash between two files never leaves a run that
-    cannot resume."""
-    out = Path(out_dir)
-    model.save_pretrained(out, tokenizer=tokenizer, extra=extra, step=step)
-    write_json(out / HISTORY_NAME, history)
-    state = dict(step=step, elapsed=elapsed, model=model.state_dict(), optimizer=optimizer.state_dict(),
-                 scheduler=scheduler.state_dict(), scaler=scaler.state_dict(), rng=get_rng_state(), history=history)
-    save_state_file(out / STATE_NAME, state)
+# %% ../nbs/04_itm_training.ipynb #4f92468d
+@patch
+def mask_words(self: Trainer, batch: dict) -> dict:
+    "LXMERT's masked LM on a batch: mask words of every pair (`mask_tokens`), predict them in matched pairs only."
+    b = dict(batch)
+    b["input_ids"], labels = mask_tokens(b["input_ids"], prob=self.cfg.mask_prob, **self.masking)
+    b["mlm_labels"] = labels.masked_fill(b["label"][:, None] != ITM_MATCH, -100)
+    return b
 
 
-def load_optimizer_state(optimizer, saved: dict):
-    """`optimizer.load_state_dict(saved)`, but this optimizer keeps its own implementation (fused or not): loading
-    replaces the parameter groups, flags included, and a fused AdamW turned into a for-loop one would refuse the
-    GradScaler's inf check (fp16 on a GPU) of a run saved before the trainer used the fused one."""
-    groups = [dict(g, fused=now.get("fused")) for g, now in zip(saved["param_groups"], optimizer.param_groups)]
-    optimizer.load_state_dict(dict(saved, param_groups=groups))
+@patch
+def train_step(self: Trainer, batch: dict, interrupted: bool = False) -> bool:
+    "One optimizer step on `batch`: forward, ITM (+ λ × masked-LM) loss, backward, clip, AdamW, schedule. Returns whether any process saw a Ctrl-C."
+    masked = self.masking is not None and self.step >= self.cfg.position_steps     # no masked LM in the first lesson
+    batch = _to(self.mask_words(trim_padding(batch)) if masked else trim_padding(batch), self.device)
+    with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
+        out = self.net(**model_inputs(batch), **({"mlm_labels": batch["mlm_labels"]} if masked else {}))
+    logits, mlm = out if masked else (out, torch.zeros((), device=self.device))
+    itm = itm_loss(logits, batch["label"])
+    acc = ((logits.detach() > 0).float() == batch["label"]).float().mean()
+    numbers = torch.stack([itm.detach().float(), acc, mlm.detach().float(), torch.tensor(float(interrupted), device=self.device)])
+    itm_v, acc_v, mlm_v, hit = mean_over_processes(numbers).tolist()                 # A3: the same in every process
+    check_finite(itm_v + self.cfg.mlm_weight * mlm_v, self.step + 1, self.out_dir, self.last_saved)   # A3
+    self.optimizer.zero_grad(set_to_none=True)
+    self.scaler.scale(itm + self.cfg.mlm_weight * mlm).backward()
+    self.scaler.unscale_(self.optimizer)
+    torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.clip)
+    self.scaler.step(self.optimizer); self.scaler.update(); self.scheduler.step()
+    self.step += 1
+    self.sums = [s + v for s, v in zip(self.sums, (itm_v, acc_v, mlm_v))]; self.seen += 1
+    return hit > 0
+
+# %% ../nbs/04_itm_training.ipynb #5426974a
+def validation_loaders(val_sets: dict | None, cfg, collate_fn=None) -> dict:
+    "A DataLoader per validation set, in a fixed order, with a generator of its own (it never draws from the global one)."
+    return {k: DataLoader(v, batch_size=max(64, cfg.batch_size), shuffle=False, collate_fn=collate_fn,
+                          generator=torch.Generator()) for k, v in (val_sets or {}).items()}
 
 
-def has_training_state(out_dir) -> bool:
-    "Whether `out_dir` holds a trainer state to resume; a pickled one (`trainer_state.pt`, older versions) is refused."
-    out = Path(out_dir)
-    if (out / STATE_NAME).exists(): return True
-    if (out / LEGACY_STATE_NAME).exists():
-        raise DamagedCheckpointError(
-            f"{out / LEGACY_STATE_NAME} is a pickle written by an older simplelxmert, and the kit never unpickles (a pickle "
-            f"can run code): that run cannot resume. Its weights in {out / WEIGHTS_NAME} still serve simplelxmert_predict; "
-            f"to train on, start a new run with another --out")
-    return False
+@patch
+def validate(self: Trainer, loaders: dict, order: BatchOrder, on_eval=None) -> dict:
+    "Append a history record: training means since the last one, learning rate, each validation set's metrics."
+    n = max(self.seen, 1)
+    rec = dict(step=self.step, epoch=order.epoch(self.step), lr=self.scheduler.get_last_lr()[0],
+               train_loss=self.sums[0] / n, train_acc=self.sums[1] / n)
+    if self.masking: rec["train_mlm_loss"] = self.sums[2] / n
+    rng = get_rng_state()                                       # validation must not change what training draws next
+    rec.update(evaluate(self.model, loaders, self.device)); rec["elapsed_s"] = time.time() - self.t0
+    set_rng_state(rng)
+    self.history.append(rec); self.sums, self.seen = [0.0, 0.0, 0.0], 0
+    if self.rank == 0 and on_eval is not None: on_eval(self.history)
+    return rec
 
 
-def load_training_state(out_dir, model, optimizer, scheduler, scaler) -> dict:
-    "Load weights and trainer state saved by `save_training_state`, all from `trainer_state.safetensors`."
-    path = Path(out_dir) / STATE_NAME
-    state = load_state_file(path)
-    try:
-        model.load_state_dict(state["model"])
-        load_optimizer_state(optimizer, state["optimizer"]); scheduler.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state["scaler"]); set_rng_state(state["rng"])
-        int(state["step"]), float(state["elapsed"]), list(state["history"])
-    except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as e:
-        raise DamagedCheckpointError(f"{path} does not fit this model and optimizer ({one_line(e)}): resume the run with "
-                                     f"the settings it was trained with, or start a new run with another --out") from None
-    return state
+@patch
+def checkpoint(self: Trainer):
+    "Save the run in `out_dir` (process 0 only), with why it stops early when it does; the others wait."
+    if self.out_dir is not None and self.rank == 0:
+        stop = {"stopped": self.stopped} if self.stopped else {}
+        save_training_state(self.out_dir, self.model, self.optimizer, self.scheduler, self.scaler, self.step, self.history,
+                            time.time() - self.t0, self.tokenizer, dict(self.extra or {}, train_config=asdict(self.cfg), **stop))
+    self.last_saved = self.step
+    barrier()                                                                  # A3
+
+# %% ../nbs/04_itm_training.ipynb #e89c9c12
+@patch
+def stop_reason(self: Trainer, interrupted: bool, stop_after: int | None = None) -> str | None:
+    "Why the run stops after this step, if it does early: a Ctrl-C, `stop_after`, or its time budget."
+    if self.step >= self.cfg.steps: return None                      # the run's last step: its end, not an early stop
+    if interrupted: return "interrupted"
+    if stop_after is not None and self.step >= stop_after: return "stop_after"
+    if self.cfg.max_minutes is not None and time.time() - self.t0 > 60 * self.cfg.max_minutes: return "time budget"
+    return None
+
+
+@patch
+def say_why_stopped(self: Trainer):
+    "One line on an early stop: the time budget or a Ctrl-C, and how to continue."
+    if self.rank != 0: return
+    if self.stopped == "time budget":
+        print(f"stopped at step {self.step}/{self.cfg.steps}: --max-minutes {self.cfg.max_minutes} reached; resume with --resume")
+    if self.stopped == "interrupted":
+        print(f"interrupted at step {self.step}/{self.cfg.steps}"
+              + (f": checkpoint in {self.out_dir}; resume with --resume" if self.out_dir is not None else ""))
 
 # %% ../nbs/04_itm_training.ipynb #b51040c3
-def train(model: ITMModel, train_ds, cfg: TrainConfig, val_sets: dict | None = None, collate_fn=None, out_dir=None,
-          tokenizer=None, extra: dict | None = None, resume: bool = False, stop_after: int | None = None,
-          progress: bool = True, on_eval=None, position_ds=None) -> list[dict]:
-    """Train `model` on ITM pairs of `train_ds` for `cfg.steps` optimizer steps (the first `cfg.position_steps` of
-    them on `position_ds`, without the masked LM); validate on each dataset of `val_sets` every `cfg.eval_every`
-    steps; checkpoint to `out_dir`. Runs under torchrun too (DDP).
-    `stop_after` simulates an interruption (checkpoint, then return). Returns the history (list of dicts)."""
-    rank, world = dist_info()
-    device = torch.device(cfg.device) if cfg.device else default_device()
-    if device.type == "cuda" and world > 1: device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", rank)))
-    model.to(device)
-    use_amp = cfg.amp and device.type == "cuda"
-    amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
-    optimizer = make_optimizer(model, cfg.lr, cfg.weight_decay)
-    scheduler = make_train_scheduler(optimizer, cfg)
+def check_run(model, cfg, tokenizer=None, position_ds=None):
+    "Clear errors before any work: a first lesson outside the run or without its pairs, a masked LM without its head."
     first = cfg.position_steps
     if first and not 0 < first < cfg.steps:
         raise ValueError(f"position_steps={first} must lie between 0 and steps={cfg.steps} (the first lesson is part of "
@@ -530,116 +526,30 @@ def train(model: ITMModel, train_ds, cfg: TrainConfig, val_sets: dict | None = N
     if first and position_ds is None:
         raise ValueError(f"position_steps={first} needs position_ds, the first lesson's pairs: ITMData.position, made by "
                          f"itm_data(..., position_captions=N) (--position-captions N)")
-    mlm = cfg.mlm_weight > 0
-    if mlm and (model.mlm_head is None or tokenizer is None):
+    if cfg.mlm_weight > 0 and (model.mlm_head is None or tokenizer is None):
         raise ValueError("mlm_weight > 0 needs ITMModel(..., mlm=True) and the tokenizer (for [MASK] and the special tokens)")
-    if mlm: masking = dict(mask_id=tokenizer.mask_token_id, special_ids=tokenizer.all_special_ids, vocab_size=len(tokenizer))
-    # the sampler shards one seeded permutation per epoch across ranks (rank r takes items r, r+world, ...)
-    sampler = DistributedSampler(train_ds, num_replicas=world, rank=rank, shuffle=True, seed=cfg.seed, drop_last=True)
-    steps_per_epoch = len(sampler) // cfg.batch_size
-    if steps_per_epoch == 0:
-        raise ValueError(f"{len(train_ds)} training pairs give no full batch of {cfg.batch_size} x {world} processes: "
-                         f"lower --batch-size (batch_size) or give more training data")
-    if first:
-        first_sampler = DistributedSampler(position_ds, num_replicas=world, rank=rank, shuffle=True, seed=cfg.seed, drop_last=True)
-        if len(first_sampler) < cfg.batch_size:
-            raise ValueError(f"{len(position_ds)} position pairs give no full batch of {cfg.batch_size} x {world} processes: "
-                             f"raise --position-captions or lower --batch-size")
-    def phase(step):   # (dataset, sampler, step within the phase, steps per epoch) of the phase that `step` is in
-        if step < first: return position_ds, first_sampler, step, len(first_sampler) // cfg.batch_size
-        return train_ds, sampler, step - first, steps_per_epoch
-    step, history, elapsed = 0, [], 0.0
-    if resume and out_dir is not None and has_training_state(out_dir):
-        st = load_training_state(out_dir, model, optimizer, scheduler, scaler)
-        step, history, elapsed = st["step"], st["history"], st["elapsed"]
-    else:
-        seed_everything(cfg.seed + rank)
-    net = model
-    if world > 1:
-        # the last cross layer's vision branch does not reach the pooled [CLS] output: it gets no ITM gradient
-        net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
-                                                  find_unused_parameters=True)
-    val_loaders = {k: DataLoader(v, batch_size=max(64, cfg.batch_size), shuffle=False, collate_fn=collate_fn,
-                                 generator=torch.Generator()) for k, v in (val_sets or {}).items()}
-    t0, last_saved = time.time() - elapsed, step
-    run_loss = run_correct = run_mlm = run_n = 0.0
-    pbar = tqdm(total=cfg.steps, initial=step, disable=not progress or rank != 0, desc="train", dynamic_ncols=True)
 
-    def checkpoint():
-        nonlocal last_saved
-        if out_dir is not None and rank == 0:
-            stop = {"stopped": stopped} if stopped else {}   # why the run ends before its last step: in config.json
-            save_training_state(out_dir, model, optimizer, scheduler, scaler, step, history, time.time() - t0,
-                                tokenizer, dict(extra or {}, train_config=asdict(cfg), **stop))
-        last_saved = step
-        if world > 1: dist.barrier()
 
-    def validate():
-        nonlocal run_loss, run_correct, run_mlm, run_n
-        rec = dict(step=step, epoch=max(step - first, 0) / steps_per_epoch, lr=scheduler.get_last_lr()[0],
-                   train_loss=run_loss / max(run_n, 1), train_acc=run_correct / max(run_n, 1))
-        if mlm: rec["train_mlm_loss"] = run_mlm / max(run_n, 1)
-        rng = get_rng_state()  # validation must not change what training draws next (exact resume)
-        rec.update(evaluate(model, val_loaders, device)); rec["elapsed_s"] = time.time() - t0
-        set_rng_state(rng)
-        history.append(rec); run_loss = run_correct = run_mlm = run_n = 0.0
-        if rank == 0:
-            pbar.set_postfix({k: f"{v:.3f}" for k, v in rec.items() if k.endswith(("_loss", "_acc"))})
-            if on_eval is not None: on_eval(history)
-
+def train(model: ITMModel, train_ds, cfg: TrainConfig, val_sets: dict | None = None, collate_fn=None, out_dir=None,
+          tokenizer=None, extra: dict | None = None, resume: bool = False, stop_after: int | None = None,
+          progress: bool = True, on_eval=None, position_ds=None) -> list[dict]:
+    """Train `model` on the ITM pairs of `train_ds` for `cfg.steps` steps (the first `cfg.position_steps` on
+    `position_ds`); validate on `val_sets` every `cfg.eval_every` steps; checkpoint to `out_dir`. Returns the history."""
+    check_run(model, cfg, tokenizer, position_ds)
+    order, t = BatchOrder(cfg, train_ds, position_ds), Trainer(model, cfg, out_dir, tokenizer, extra).start(resume)
+    loaders = validation_loaders(val_sets, cfg, collate_fn)
+    bar = tqdm(total=cfg.steps, initial=t.step, disable=not progress or t.rank != 0, desc="train", dynamic_ncols=True)
     model.train()
-    stopped = None
-    with StopOnInterrupt() as interrupt:
-        while step < cfg.steps and stopped is None:
-            ds, smp, phase_step, per_epoch = phase(step)
-            epoch, start = divmod(phase_step, per_epoch)
-            smp.set_epoch(epoch)
-            if hasattr(ds, "set_epoch"): ds.set_epoch(epoch)
-            masked = mlm and step >= first                # the first lesson runs without the masked LM
-            idx = list(smp)[start * cfg.batch_size:]  # resume mid-epoch: skip the batches already seen
-            loader = DataLoader(ds, batch_size=cfg.batch_size, sampler=idx, collate_fn=collate_fn, drop_last=True,
-                                num_workers=cfg.num_workers, generator=torch.Generator().manual_seed(cfg.seed + epoch),
-                                pin_memory=device.type == "cuda")
-            for batch in loader:
-                batch = trim_padding(batch)
-                if masked:   # mask words of every pair; predict them only in matched pairs (LXMERT)
-                    batch["input_ids"], labels = mask_tokens(batch["input_ids"], prob=cfg.mask_prob, **masking)
-                    batch["mlm_labels"] = labels.masked_fill(batch["label"][:, None] != ITM_MATCH, -100)
-                batch = _to(batch, device)
-                with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
-                    out = net(**model_inputs(batch), **({"mlm_labels": batch["mlm_labels"]} if masked else {}))
-                logits, mlm_loss = out if masked else (out, torch.zeros((), device=device))
-                itm = itm_loss(logits, batch["label"])
-                loss = itm + cfg.mlm_weight * mlm_loss
-                lsum = torch.stack([itm.detach().float(), ((logits.detach() > 0).float() == batch["label"]).float().mean(),
-                                    mlm_loss.detach().float(), torch.tensor(float(interrupt.hit), device=device)])
-                if world > 1: dist.all_reduce(lsum); lsum /= world   # every rank sees a Ctrl-C that any rank saw
-                lval, accval, mlmval, hitval = lsum.tolist()
-                if not math.isfinite(lval + mlmval):
-                    pbar.close()
-                    raise NonFiniteLossError(f"loss is {lval + cfg.mlm_weight * mlmval} at step {step + 1}: training stopped. "
-                                             + (f"The last good checkpoint (step {last_saved}) is kept in {out_dir}."
-                                                if out_dir is not None and last_saved > 0 else "No checkpoint was written."))
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                scaler.unscale_(optimizer)
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
-                scaler.step(optimizer); scaler.update(); scheduler.step()
-                step += 1; pbar.update(1)
-                run_loss += lval; run_correct += accval; run_mlm += mlmval; run_n += 1
-                if cfg.max_minutes is not None and time.time() - t0 > 60 * cfg.max_minutes: stopped = "time budget"
-                if stop_after is not None and step >= stop_after: stopped = "stop_after"
-                if hitval > 0: stopped = "interrupted"
-                if step >= cfg.steps: stopped = None            # the run's last step: its end, not an early stop
-                if step % cfg.eval_every == 0 or step == cfg.steps or step == first or stopped: validate()   # (and at the switch)
-                if (step % cfg.save_every == 0 or step == cfg.steps or stopped): checkpoint()
-                if step >= cfg.steps or stopped or step == first: break   # (after the first lesson: the main data)
-    pbar.close()
-    if stopped == "time budget" and rank == 0:
-        print(f"stopped at step {step}/{cfg.steps}: --max-minutes {cfg.max_minutes} reached; resume with --resume")
-    if stopped == "interrupted" and rank == 0:
-        print(f"interrupted at step {step}/{cfg.steps}" + (f": checkpoint in {out_dir}; resume with --resume" if out_dir is not None else ""))
-    return history
+    with bar, StopOnInterrupt() as ctrl_c:
+        for batch in order(t.step, collate_fn, pin_memory=t.device.type == "cuda"):
+            interrupted = t.train_step(batch, ctrl_c.hit); bar.update()
+            t.stopped = t.stop_reason(interrupted, stop_after)
+            if t.step % cfg.eval_every == 0 or t.step in (cfg.steps, cfg.position_steps) or t.stopped:
+                bar.set_postfix({k: f"{v:.3f}" for k, v in t.validate(loaders, order, on_eval).items() if k.endswith("acc")})
+            if t.step % cfg.save_every == 0 or t.step == cfg.steps or t.stopped: t.checkpoint()
+            if t.stopped: break
+    t.say_why_stopped()
+    return t.history
 
 # %% ../nbs/04_itm_training.ipynb #810bf194
 def plot_history(history: list[dict], title: str | None = None, fig=None):
@@ -713,6 +623,7 @@ class CurriculumITMDataset(ITMDataset):
         super().__init__(*args, **kwargs)
 
     def set_epoch(self, epoch: int):
+        "Draw epoch `epoch`'s negatives: random ones only while the curriculum lasts."
         if not hasattr(self, "final_hard_neg_prob"): self.final_hard_neg_prob = self.hard_neg_prob
         self.hard_neg_prob = 0.0 if epoch < self.random_epochs else self.final_hard_neg_prob
         return super().set_epoch(epoch)
@@ -724,11 +635,14 @@ class MixedITMDataset(torch.utils.data.ConcatDataset):
         super().__init__([itm, fixed]); self.itm, self.fixed = itm, fixed
 
     records = property(lambda self: self.itm.records)
-    def set_epoch(self, epoch: int): self.itm.set_epoch(epoch); return self
+    def set_epoch(self, epoch: int):
+        "Draw the ITM pairs' negatives for `epoch` (the fixed pairs stay)."
+        self.itm.set_epoch(epoch); return self
     def pair(self, i: int) -> ITMPair:
+        "The `i`-th pair of the current epoch: an ITM pair, then the fixed ones."
         return self.itm.pair(i) if i < len(self.itm) else self.fixed.pairs[i - len(self.itm)]
 
-
+# %% ../nbs/04_itm_training.ipynb #93361711
 @dataclass
 class ITMData:
     """What training needs: the training pairs, fixed validation pairs by kind, the tokenizer, the store and its
@@ -741,6 +655,15 @@ class ITMData:
     position: ITMPairDataset | None = None
 
 
+def _with_first_lesson(data: ITMData, one_object, records_val, max_len: int, seed: int, max_val_pairs) -> ITMData:
+    "Add the first lesson: the one-object pairs with their flipped twins (kept in the training mix), and their validation set."
+    data.position = ITMPairDataset(flip_pairs(one_object), data.store, data.tokenizer, max_len)
+    data.train = MixedITMDataset(data.train, data.position)          # the pairs stay in the mix after the first lesson
+    val_flips = flip_pairs(position_records(records_val, data.scenes, 1, seed + 1))[:max_val_pairs]
+    data.val["position"] = ITMPairDataset(val_flips, data.store, data.tokenizer, max_len)
+    return data
+
+# %% ../nbs/04_itm_training.ipynb #7c6ac46a
 def itm_data(records_train, records_val, store, tokenizer, scenes=None, max_len: int = 32, hard_neg_prob: float = 0.5,
              seed: int = 0, max_val_pairs: int | None = 1000, random_neg_epochs: int = 0,
              position_captions: int = 0) -> ITMData:
@@ -758,19 +681,15 @@ def itm_data(records_train, records_val, store, tokenizer, scenes=None, max_len:
     kinds = ("random", "compositional") if scenes else ("random",)
     val = {k: ITMPairDataset(make_eval_pairs(records_val, scenes, k, seed)[:max_val_pairs], store, tokenizer, max_len)
            for k in kinds}
-    position = None
-    if position_captions:
-        position = ITMPairDataset(flip_pairs(one_object), store, tokenizer, max_len)
-        train_ds = MixedITMDataset(train_ds, position)      # the pairs stay in the mix after the first lesson
-        val_flips = flip_pairs(position_records(records_val, scenes, 1, seed + 1))[:max_val_pairs]
-        val["position"] = ITMPairDataset(val_flips, store, tokenizer, max_len)
-    return ITMData(train_ds, val, tokenizer, store, scenes, position)
+    data = ITMData(train_ds, val, tokenizer, store, scenes)
+    return _with_first_lesson(data, one_object, records_val, max_len, seed, max_val_pairs) if position_captions else data
 
 
 def toy_itm_data(data_dir, n_images: int = 2000, data_seed: int = 0, **kw) -> ITMData:
     "ShapesWorld data in `data_dir` (made by `make_toy_data(data_dir, n_images, data_seed)` when absent), as `ITMData`."
     td = make_toy_data(data_dir, n_images, data_seed)
     return itm_data(td.records("train"), td.records("val"), td.store(), td.tokenizer(), scenes=td.scenes(), **kw)
+
 
 # %% ../nbs/04_itm_training.ipynb #958fc021
 def _model_config(args, tokenizer, store) -> LXMERTConfig:
@@ -874,14 +793,6 @@ def train_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _init_distributed():
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
-        if torch.cuda.is_available(): torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
-        dist.init_process_group(backend)
-    return dist_info()
-
-
 # where and how long, not what (a toy world moved elsewhere is checked by its toydata.json, or made again, the same)
 RESUME_MAY_CHANGE = ("max_minutes", "quiet", "device", "threads", "num_workers", "data_dir")
 
@@ -965,7 +876,7 @@ def _check_same_tokenizer(out: Path, tokenizer):
 def _train_from_args(args, out, resuming):
     "Data, model and `train` from the checked command-line settings."
     if args.threads: torch.set_num_threads(args.threads)   # resume with the same threads for bit-equal results
-    rank, world = _init_distributed()
+    rank, world = init_distributed()
     if args.data == "toy" and rank == 0: make_toy_data(args.data_dir, args.n_images, args.data_seed)  # once
     if world > 1: dist.barrier()
     data = _load_data(args)

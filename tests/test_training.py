@@ -168,7 +168,7 @@ def test_exact_resume(tmp_path):
 
 def test_resume_after_a_crash_between_two_checkpoint_files(tmp_path, monkeypatch):
     "Killed at step 8's save after the new weights file but before the trainer state: resuming from step 4 is exact."
-    import simplelxmert.training as T
+    import simplelxmert.at_scale as T                                     # appendix A3 writes the trainer state
     full, _ = run(tmp_path / "a", steps=20)
     real_write, saves = T.atomic_write, []
     def crashing_write(path, write):
