@@ -419,7 +419,7 @@ class Trainer:
         self.masking = (dict(mask_id=tokenizer.mask_token_id, special_ids=tokenizer.all_special_ids,
                              vocab_size=len(tokenizer)) if cfg.mlm_weight > 0 else None)
         self.step, self.history, self.elapsed, self.stopped = 0, [], 0.0, None
-        self.sums, self.seen = [0.0, 0.0, 0.0], 0   # ITM loss, accuracy, masked-LM loss since the last validation
+        self.sums, self.seen = {}, 0          # running sums of the training numbers since the last validation
 
     def start(self, resume: bool = False):
         "Continue the run saved in `out_dir` (A3), or seed every generator; then wrap the model for several processes."
@@ -442,8 +442,26 @@ def mask_words(self: Trainer, batch: dict) -> dict:
 
 
 @patch
+def update(self: Trainer, loss):
+    "Backward, clip the gradient norm, one AdamW step, one schedule step (through the GradScaler: a no-op but on fp16)."
+    self.optimizer.zero_grad(set_to_none=True)
+    self.scaler.scale(loss).backward()
+    self.scaler.unscale_(self.optimizer)
+    torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.clip)
+    self.scaler.step(self.optimizer); self.scaler.update(); self.scheduler.step()
+    self.step += 1
+
+
+@patch
+def log(self: Trainer, **numbers):
+    "Add this step's training numbers to the running sums the next validation averages."
+    for k, v in numbers.items(): self.sums[k] = self.sums.get(k, 0.0) + v
+    self.seen += 1
+
+
+@patch
 def train_step(self: Trainer, batch: dict, interrupted: bool = False) -> bool:
-    "One optimizer step on `batch`: forward, ITM (+ λ × masked-LM) loss, backward, clip, AdamW, schedule. Returns whether any process saw a Ctrl-C."
+    "One optimizer step on `batch`: forward, ITM (+ λ × masked-LM) loss, update. Returns whether any process saw a Ctrl-C."
     masked = self.masking is not None and self.step >= self.cfg.position_steps     # no masked LM in the first lesson
     batch = _to(self.mask_words(trim_padding(batch)) if masked else trim_padding(batch), self.device)
     with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
@@ -454,13 +472,8 @@ def train_step(self: Trainer, batch: dict, interrupted: bool = False) -> bool:
     numbers = torch.stack([itm.detach().float(), acc, mlm.detach().float(), torch.tensor(float(interrupted), device=self.device)])
     itm_v, acc_v, mlm_v, hit = mean_over_processes(numbers).tolist()                 # A3: the same in every process
     check_finite(itm_v + self.cfg.mlm_weight * mlm_v, self.step + 1, self.out_dir, self.last_saved)   # A3
-    self.optimizer.zero_grad(set_to_none=True)
-    self.scaler.scale(itm + self.cfg.mlm_weight * mlm).backward()
-    self.scaler.unscale_(self.optimizer)
-    torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.clip)
-    self.scaler.step(self.optimizer); self.scaler.update(); self.scheduler.step()
-    self.step += 1
-    self.sums = [s + v for s, v in zip(self.sums, (itm_v, acc_v, mlm_v))]; self.seen += 1
+    self.update(itm + self.cfg.mlm_weight * mlm)
+    self.log(loss=itm_v, acc=acc_v, **({"mlm_loss": mlm_v} if self.masking else {}))
     return hit > 0
 
 # %% ../nbs/04_itm_training.ipynb #5426974a
@@ -471,16 +484,21 @@ def validation_loaders(val_sets: dict | None, cfg, collate_fn=None) -> dict:
 
 
 @patch
+def evaluate(self: Trainer, loaders: dict) -> dict:
+    "Each validation set's metrics (`evaluate`: ITM loss, accuracy, AUC)."
+    return evaluate(self.model, loaders, self.device)
+
+
+@patch
 def validate(self: Trainer, loaders: dict, order: BatchOrder, on_eval=None) -> dict:
     "Append a history record: training means since the last one, learning rate, each validation set's metrics."
     n = max(self.seen, 1)
     rec = dict(step=self.step, epoch=order.epoch(self.step), lr=self.scheduler.get_last_lr()[0],
-               train_loss=self.sums[0] / n, train_acc=self.sums[1] / n)
-    if self.masking: rec["train_mlm_loss"] = self.sums[2] / n
+               **{f"train_{k}": v / n for k, v in self.sums.items()})
     rng = get_rng_state()                                       # validation must not change what training draws next
-    rec.update(evaluate(self.model, loaders, self.device)); rec["elapsed_s"] = time.time() - self.t0
+    rec.update(self.evaluate(loaders)); rec["elapsed_s"] = time.time() - self.t0
     set_rng_state(rng)
-    self.history.append(rec); self.sums, self.seen = [0.0, 0.0, 0.0], 0
+    self.history.append(rec); self.sums, self.seen = {}, 0
     if self.rank == 0 and on_eval is not None: on_eval(self.history)
     return rec
 
@@ -529,14 +547,18 @@ def check_run(model, cfg, tokenizer=None, position_ds=None):
     if cfg.mlm_weight > 0 and (model.mlm_head is None or tokenizer is None):
         raise ValueError("mlm_weight > 0 needs ITMModel(..., mlm=True) and the tokenizer (for [MASK] and the special tokens)")
 
+Trainer.check_run = staticmethod(check_run)
+
 
 def train(model: ITMModel, train_ds, cfg: TrainConfig, val_sets: dict | None = None, collate_fn=None, out_dir=None,
           tokenizer=None, extra: dict | None = None, resume: bool = False, stop_after: int | None = None,
-          progress: bool = True, on_eval=None, position_ds=None) -> list[dict]:
+          progress: bool = True, on_eval=None, position_ds=None, trainer=None) -> list[dict]:
     """Train `model` on the ITM pairs of `train_ds` for `cfg.steps` steps (the first `cfg.position_steps` on
-    `position_ds`); validate on `val_sets` every `cfg.eval_every` steps; checkpoint to `out_dir`. Returns the history."""
-    check_run(model, cfg, tokenizer, position_ds)
-    order, t = BatchOrder(cfg, train_ds, position_ds), Trainer(model, cfg, out_dir, tokenizer, extra).start(resume)
+    `position_ds`); validate on `val_sets` every `cfg.eval_every` steps; checkpoint to `out_dir`. Returns the history.
+    `trainer`: a `Trainer` subclass with another step (chapter 06's pre-training)."""
+    trainer = trainer or Trainer
+    trainer.check_run(model, cfg, tokenizer, position_ds)
+    order, t = BatchOrder(cfg, train_ds, position_ds), trainer(model, cfg, out_dir, tokenizer, extra).start(resume)
     loaders = validation_loaders(val_sets, cfg, collate_fn)
     bar = tqdm(total=cfg.steps, initial=t.step, disable=not progress or t.rank != 0, desc="train", dynamic_ncols=True)
     model.train()
