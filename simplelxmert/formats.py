@@ -62,7 +62,7 @@ KAGGLE_HEADER = ("image_name", "comment_number", "comment")
 _MISSING_SEP = re.compile(r"^ ?([0-4]) {2,}(\S.*)$")   # "| 4   A dog runs ...": the real file's one damaged row
 
 def text_lines(text: str) -> list[str]:
-    "The lines of `text`, ended only by `\\n` or `\\r\\n` (as the `csv` module reads rows), never by U+2028 and kin."
+    "The lines of `text`, ended only by `\\n` or `\\r\\n`, never by U+2028 and its kin inside a line."
     lines = [l.removesuffix("\r") for l in text.split("\n")]
     return lines[:-1] if lines and lines[-1] == "" else lines
 

@@ -83,11 +83,12 @@ def test_karpathy_reader(tmp_path):
         {"filename": "2.jpg", "imgid": 1, "split": "val", "sentids": [2], "sentences": [
             {"tokens": ["a", "cat"], "raw": "A cat.", "imgid": 1, "sentid": 2}]},
         {"filename": "3.jpg", "imgid": 2, "split": "test", "sentids": [3], "sentences": [
-            {"tokens": ["two", "cats"], "imgid": 2, "sentid": 3}]}]}
+            {"tokens": ["two", "cats"], "imgid": 2, "sentid": 3}]},
+        {"filename": "4.jpg", "imgid": 3, "split": "restval", "sentids": [4], "sentences": [{"raw": "A bird."}]}]}
     (tmp_path/"d.json").write_text(json.dumps(data))
     recs = read_karpathy_json(tmp_path/"d.json")
     assert [(r.image, r.number, r.split) for r in recs] == [("1.jpg", 0, "train"), ("1.jpg", 1, "train"),
-                                                           ("2.jpg", 0, "val"), ("3.jpg", 0, "test")]
+                                                           ("2.jpg", 0, "val"), ("3.jpg", 0, "test"), ("4.jpg", 0, "train")]
     assert recs[0].caption == "A dog." and recs[3].caption == "two cats"
     assert [r.image for r in read_karpathy_json(tmp_path/"d.json", splits=["val"])] == ["2.jpg"]
     (tmp_path/"bad.json").write_text(json.dumps({"images": [{"filename": "1.jpg"}]}))
