@@ -1,4 +1,4 @@
-"Tests of simplelxmert.dataset: caption readers, ShapesWorld captions and negatives, tokenizer, ITM datasets."
+"Tests of simplelxmert.dataset: splits, ShapesWorld captions and negatives, tokenizer, ITM datasets (the readers: tests/test_formats.py)."
 import json, random
 from collections import Counter
 from pathlib import Path
@@ -9,11 +9,11 @@ import torch
 from torch.utils.data import DataLoader
 
 from simplelxmert.dataset import (
-    ITM_MATCH, CaptionRecord, CaptionSpec, ObjectRef, ITMDataset, ITMPairDataset, TextOnlyBaseline,
+    ITM_MATCH, CaptionRecord, CaptionSpec, ObjectRef, ITMDataset, ITMPair, ITMPairDataset, TextOnlyBaseline,
     caption_is_true, caption_truth, check_disjoint_splits, collate_itm, describe, hard_negatives, image_id,
     load_tokenizer, make_eval_pairs, make_toy_data, negative_candidates, parse_caption, read_captions, read_kaggle_csv,
-    read_karpathy_json, ToyData, scene_captions, image_path, encode_captions, split_by_image, toydata_cli, train_tokenizer, write_shapes_captions,
-    NEGATIVE_KINDS, SPECIAL_TOKENS, canonical_vocabulary, _signature)
+    read_karpathy_json, ToyData, scene_captions, encode_captions, split_by_image, toydata_cli, train_tokenizer, write_shapes_captions,
+    NEGATIVE_KINDS, _signature)
 from simplelxmert.features import COLORS, SHAPES, SIZES, Scene, ShapeObject, sample_scene
 
 # --- real-format fixtures ---------------------------------------------------------------------------------
@@ -23,59 +23,6 @@ KAGGLE = """image_name| comment_number| comment
 2199200615.jpg| 3| A brown dog is running through the grass .
 2199200615.jpg| 4   A dog runs across the grass .
 """
-
-def test_kaggle_reader_real_format(tmp_path):
-    (tmp_path/"results.csv").write_text(KAGGLE)
-    recs = read_kaggle_csv(tmp_path/"results.csv")
-    assert [(r.image, r.number) for r in recs] == [("1000092795.jpg", 0), ("1000092795.jpg", 1),
-                                                  ("2199200615.jpg", 3), ("2199200615.jpg", 4)]
-    assert recs[0].caption.startswith("Two young guys") and recs[0].caption.endswith("yard .")   # leading space gone
-    assert recs[3].caption == "A dog runs across the grass ."                                  # repaired, not dropped
-    assert recs[3].image_id == "2199200615" and all(r.split is None for r in recs)
-
-def test_kaggle_reader_names_file_and_line(tmp_path):
-    p = tmp_path/"results.csv"
-    p.write_text(KAGGLE + "3000.jpg| x| A cat .\n4000.jpg only the name\n")
-    with pytest.raises(ValueError) as e: read_kaggle_csv(p)
-    assert f"{p}:6" in str(e.value) and f"{p}:7" in str(e.value) and f"{p}:5" not in str(e.value)
-    p.write_text("name,caption\n1.jpg,A cat\n")
-    with pytest.raises(ValueError, match="header"): read_kaggle_csv(p)
-
-def test_karpathy_reader(tmp_path):
-    data = {"dataset": "flickr30k", "images": [
-        {"filename": "1.jpg", "imgid": 0, "split": "train", "sentids": [0, 1], "sentences": [
-            {"tokens": ["a", "dog"], "raw": " A dog.", "imgid": 0, "sentid": 0},
-            {"tokens": ["a", "brown", "dog"], "raw": "A brown dog.", "imgid": 0, "sentid": 1}]},
-        {"filename": "2.jpg", "imgid": 1, "split": "val", "sentids": [2], "sentences": [
-            {"tokens": ["a", "cat"], "raw": "A cat.", "imgid": 1, "sentid": 2}]},
-        {"filename": "3.jpg", "imgid": 2, "split": "test", "sentids": [3], "sentences": [
-            {"tokens": ["two", "cats"], "imgid": 2, "sentid": 3}]}]}
-    (tmp_path/"d.json").write_text(json.dumps(data))
-    recs = read_karpathy_json(tmp_path/"d.json")
-    assert [(r.image, r.number, r.split) for r in recs] == [("1.jpg", 0, "train"), ("1.jpg", 1, "train"),
-                                                           ("2.jpg", 0, "val"), ("3.jpg", 0, "test")]
-    assert recs[0].caption == "A dog." and recs[3].caption == "two cats"
-    assert [r.image for r in read_karpathy_json(tmp_path/"d.json", splits=["val"])] == ["2.jpg"]
-    (tmp_path/"bad.json").write_text(json.dumps({"images": [{"filename": "1.jpg"}]}))
-    with pytest.raises(ValueError, match=r"images\[0\]"): read_karpathy_json(tmp_path/"bad.json")
-
-@pytest.mark.parametrize("image, message", [
-    ({"filename": "1.jpg", "split": "train", "sentences": ["a dog"]}, r"images\[0\]: sentence 0 must be"),
-    ({"filename": "1.jpg", "split": "train", "sentences": [{"raw": 5}]}, r"images\[0\]: sentence 0 must be"),
-    ({"filename": "1.jpg", "split": "train", "sentences": [{"tokens": "a dog"}]}, r"images\[0\]: sentence 0 must be"),
-    ({"filename": "1.jpg", "split": "train", "sentences": None}, r"images\[0\]: 'filename' must be a string and 'sentences' a list"),
-    ({"filename": 123, "split": "train", "sentences": []}, r"images\[0\]: 'filename' must be a string")])
-def test_karpathy_reader_names_a_malformed_entry(tmp_path, image, message):
-    (tmp_path/"bad.json").write_text(json.dumps({"images": [image]}))
-    with pytest.raises(ValueError, match=message): read_karpathy_json(tmp_path/"bad.json")
-
-@pytest.mark.parametrize("name", ["../x.jpg", "/etc/x.jpg", "a/../../x.jpg", "..", "C:\\x.jpg"])
-def test_image_names_never_escape(tmp_path, name):
-    (tmp_path/"r.csv").write_text(f"image_name| comment_number| comment\n{name}| 0| A cat .\n")
-    with pytest.raises(ValueError, match="plain file name"): read_kaggle_csv(tmp_path/"r.csv")
-    data = {"images": [{"filename": name, "split": "train", "sentences": [{"raw": "A cat."}]}]}
-    (tmp_path/"d.json").write_text(json.dumps(data))
-    with pytest.raises(ValueError, match="plain file name"): read_karpathy_json(tmp_path/"d.json")
 
 def test_split_by_image_is_disjoint():
     recs = [CaptionRecord(f"{i}.jpg", f"c{j}", j) for i in range(103) for j in range(5)]
@@ -154,6 +101,8 @@ def test_toydata_cli(tmp_path, capsys):
     td = ToyData(tmp_path/"t")
     assert len(td.scenes()) == 6 and len(td.store()) == 6 and len(td.records()) == 30
     assert toydata_cli([str(tmp_path/"t"), "--n-images", "7"]) == 2 and "holds toy data" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e: toydata_cli([str(tmp_path/"u"), "--seed", "-1"])
+    assert e.value.code == 2 and "--seed must be 0 or more" in capsys.readouterr().err and not (tmp_path/"u").exists()
 
 # --- tokenizer --------------------------------------------------------------------------------------------
 def test_tokenizer_round_trip_and_truncation(tmp_path, toy):
@@ -167,31 +116,6 @@ def test_tokenizer_round_trip_and_truncation(tmp_path, toy):
         assert len(short) == 5 and short[0] == tok.cls_token_id and short[-1] == tok.sep_token_id
     again = load_tokenizer(tmp_path/"tok")
     assert again(texts[0])["input_ids"] == tok(texts[0])["input_ids"]
-
-def test_tokenizer_is_the_same_in_every_process(tmp_path, toy):
-    import subprocess, sys
-    texts = [r.caption for r in toy.records("train")]
-    (tmp_path/"texts.json").write_text(json.dumps(texts))
-    code = ("import json, sys; from simplelxmert.dataset import train_tokenizer; "
-            "train_tokenizer(json.load(open(sys.argv[1])), sys.argv[2], vocab_size=1000)")
-    for i in range(3):     # 🤗 tokenizers' trainer alone gave three different vocabularies in three processes
-        subprocess.run([sys.executable, "-c", code, str(tmp_path/"texts.json"), str(tmp_path/f"tok{i}")], check=True)
-    vocabs = [(tmp_path/f"tok{i}"/"vocab.txt").read_text() for i in range(3)]
-    assert vocabs[0] == vocabs[1] == vocabs[2] and vocabs[0].startswith("[PAD]\n[UNK]\n[CLS]\n[SEP]\n[MASK]\n")
-
-def test_canonical_vocabulary_keeps_every_texts_tokens(tmp_path, toy):
-    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
-    texts = [r.caption for r in toy.records("train")]
-    for vocab_size in (1000, 60):                      # room for every word, and not
-        wp = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-        wp.normalizer, wp.pre_tokenizer = normalizers.BertNormalizer(lowercase=True), pre_tokenizers.BertPreTokenizer()
-        wp.train_from_iterator(texts, trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=list(SPECIAL_TOKENS),
-                                                                 show_progress=False))
-        vocab = canonical_vocabulary(wp, texts)
-        assert vocab[:5] == list(SPECIAL_TOKENS) and len(set(vocab)) == len(vocab) <= len(wp.get_vocab())
-        (tmp_path/f"v{vocab_size}").mkdir(); (tmp_path/f"v{vocab_size}"/"vocab.txt").write_text("\n".join(vocab) + "\n")
-        tok = load_tokenizer(tmp_path/f"v{vocab_size}")
-        for t in texts: assert tok.tokenize(t) == wp.encode(t, add_special_tokens=False).tokens, (vocab_size, t)
 
 def test_load_tokenizer_offline_message():
     with pytest.raises(RuntimeError, match="train_tokenizer"): load_tokenizer("no-such/tokenizer-x", local_files_only=True)
@@ -279,17 +203,31 @@ def test_read_captions_splits_kaggle_by_karpathy(tmp_path):
     recs = read_captions(tmp_path/"results.csv", seed=0)
     assert all(r.split in ("train", "val", "test") for r in recs) and check_disjoint_splits(recs)
 
-def test_image_path_stays_in_folder(tmp_path):
-    (tmp_path/"images").mkdir()
-    assert image_path(tmp_path/"images", "a.png") == (tmp_path/"images"/"a.png").resolve()
-    for bad in ("../a.png", "/etc/passwd", "sub/../../a.png"):
-        with pytest.raises(ValueError): image_path(tmp_path/"images", bad)
-
 def test_encode_captions_truncates_keeping_sep(tmp_path):
     tok = train_tokenizer(["a red circle is left of a blue square ."] * 3, tmp_path/"t", vocab_size=100)
     assert encode_captions(tok, []) == []
     (ids,) = encode_captions(tok, ["a red circle is left of a blue square ."], max_len=4)
     assert ids.tolist() == [tok.cls_token_id] + tok.convert_tokens_to_ids(["a", "red"]) + [tok.sep_token_id]
+
+@pytest.mark.parametrize("blank", ["", " ", "   ", "\n\t", "\u3000", "\u2028"])
+def test_encode_captions_refuses_a_blank_caption(tmp_path, blank):
+    tok = train_tokenizer(["a red circle is left of a blue square ."] * 3, tmp_path/"t", vocab_size=100)
+    with pytest.raises(ValueError, match=r"caption 3 of 3 \(.*\) is empty or blank"):
+        encode_captions(tok, ["a red circle .", "a blue square .", blank])
+    with pytest.raises(ValueError, match="caption 1 of 1 .* has no words"): encode_captions(tok, ["\x00\x01\ufeff"])
+    with pytest.raises(ValueError, match="caption 1 of 1"): encode_captions(tok, [None])
+
+def test_encode_captions_reads_special_tokens_as_text(tmp_path, toy):
+    texts = [r.caption for r in toy.records("train")]
+    for tok in (train_tokenizer(texts, tmp_path/"t", vocab_size=1000), load_tokenizer(tmp_path/"t"), toy.tokenizer()):
+        text = "A red circle [SEP] [CLS] is left of a blue square [PAD] [MASK] ."
+        (ids,) = encode_captions(tok, [text])
+        assert (ids == tok.sep_token_id).sum() == 1 and ids[-1] == tok.sep_token_id     # no extra [SEP]
+        assert (ids == tok.cls_token_id).sum() == 1 and ids[0] == tok.cls_token_id
+        assert not np.isin(ids, [tok.pad_token_id, tok.mask_token_id]).any()
+        assert tok(text)["input_ids"] == ids.tolist()          # a direct call on a loaded tokenizer agrees
+    ds = ITMPairDataset([ITMPair(toy.records("test")[0].image, text, ITM_MATCH)], toy.store_path, toy.tokenizer())
+    assert (ds[0]["input_ids"] == toy.tokenizer().sep_token_id).sum() == 1
 
 # --- one-object captions and their flipped twins ----------------------------------------------------------
 def test_position_captions_true_and_flipped_twins_false(toy):
