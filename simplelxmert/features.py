@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from fastcore.basics import patch
 from PIL import Image, ImageDraw
 
-# %% ../nbs/00_features.ipynb #8bfb434f
+# %% ../nbs/00_features.ipynb #e149e04a
 # appendix A0: the record, the feature store, atomic files and images (importable from here as before)
 from .store import (MAX_K, FeatureStore, FeatureStoreWriter, RegionFeatures, atomic_write, atomic_write_text, check_room,
                     check_setting, is_image_id, load_image, one_line, repair_store)
@@ -111,7 +111,7 @@ def draw_scene(scene: Scene) -> Image.Image:
         else: d.polygon([(x1, y2 - 1), (x2 - 1, y2 - 1), ((x1 + x2 - 1) / 2, y1)], fill=c)
     return img
 
-# %% ../nbs/00_features.ipynb #d15ab6a1
+# %% ../nbs/00_features.ipynb #bd174c7d
 def generate_shapes_world(out_dir, n_images: int, seed=0, image_size=128, min_objects=2, max_objects=3) -> list[Scene]:
     "Write `out_dir/images/*.png`, `scenes.json` and `boxes.json` (pixel boxes per file); return the scenes."
     out = Path(out_dir); (out/"images").mkdir(parents=True, exist_ok=True)
@@ -173,7 +173,7 @@ def check_device(device=None) -> torch.device:
         raise RuntimeError(f"device {device!r} was asked for but torch sees no CUDA GPU here: use --device cpu (or leave --device out)")
     return d
 
-# %% ../nbs/00_features.ipynb #537f9d00
+# %% ../nbs/00_features.ipynb #03d1161d
 class PixelRoIExtractor:
     "Toy extractor: RoIAlign of the ImageNet-normalized pixels at given boxes, `D = 3 * output_size**2`."
     name = "toy"
@@ -198,7 +198,7 @@ class PixelRoIExtractor:
             out.append(pad_regions(f.flatten(1).numpy(), b, image.size, self.k))   # [N, 3*s*s]
         return out
 
-# %% ../nbs/00_features.ipynb #36bd8bde
+# %% ../nbs/00_features.ipynb #d64f583b
 def foreground_runs(fg: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     "Horizontal runs of True in a `[H, W]` mask: `row, start, end` (end exclusive), in reading order."
     edges = np.diff(np.pad(fg.astype(np.int8), ((0, 0), (1, 1))), axis=1)   # +1 where a run starts, -1 where it ends
@@ -258,7 +258,7 @@ def read_state_dict(path) -> dict:
     except Exception as e:   # cut short, not a checkpoint at all
         raise ValueError(f"weights {path} cannot be read as a state dict ({one_line(e)[:200]})") from None
 
-# %% ../nbs/00_features.ipynb #412d4e30
+# %% ../nbs/00_features.ipynb #95a8d01d
 def build_frcnn(weights="default", seed: int = 0, min_size: int = 800, max_size: int = 1333):
     "torchvision `fasterrcnn_resnet50_fpn`, weights from the local cache (`'default'`), seeded `'random'`, or a state-dict path. Never downloads."
     from torchvision.models.detection import FasterRCNN
@@ -296,6 +296,7 @@ class FasterRCNNExtractor:
         self.nms_thresh = check_setting("nms_thresh", nms_thresh, 0, 1, float)
         self.proposals = check_setting("proposals", proposals, 1, 10_000, why="RPN proposals per image")
         self.seed = check_setting("seed", seed, 0, 2**63 - 1)
+        if not isinstance(weights, (str, os.PathLike)): raise ValueError(f"weights={weights!r}: expected 'default', 'random' or a file path")
         self.weights = str(weights) if weights in ("default", "random") else str(Path(weights).resolve())  # meta must rebuild it anywhere
         # random weights score every class about 1/91: a threshold would leave no boxes at all
         self.score_thresh = check_setting("score_thresh", score_thresh if score_thresh is not None else (0.0 if self.weights == "random" else 0.2), 0, 1, float)
@@ -310,7 +311,7 @@ class FasterRCNNExtractor:
         return {"extractor": "frcnn", "k": self.k, "weights": self.weights, "min_size": self.min_size, "max_size": self.max_size,
                 "score_thresh": self.score_thresh, "nms_thresh": self.nms_thresh, "proposals": self.proposals, "seed": self.seed}
 
-# %% ../nbs/00_features.ipynb #8ad355fb
+# %% ../nbs/00_features.ipynb #167bc7d2
 @patch
 def _prepare(self: FasterRCNNExtractor, images) -> list:
     "Each image alone through the detector's transform (its own resize and padding): `(tensor [1, 3, H', W'], (H', W'))`."
@@ -329,7 +330,7 @@ def _detect(self: FasterRCNNExtractor, batch, sizes, features) -> list:
     dets, _ = self.model.roi_heads(features, proposals, sizes)
     return [d["boxes"][nms(d["boxes"], d["scores"], self.nms_thresh)[:self.k]] for d in dets]  # nms keeps score order
 
-# %% ../nbs/00_features.ipynb #7341531b
+# %% ../nbs/00_features.ipynb #25607130
 @patch
 @torch.no_grad()
 def __call__(self: FasterRCNNExtractor, images, boxes=None) -> list[RegionFeatures]:
@@ -383,7 +384,7 @@ def make_extractor(meta_or_name="frcnn", k: int | None = None, device=None, sour
     if unexpected := sorted(set(params) - allowed):
         raise ValueError(f"{where}the {name} extractor has no setting {unexpected[0]!r} (it takes {', '.join(sorted(allowed))})")
     try: return EXTRACTORS[name](**params, device=device)
-    except ValueError as e: raise ValueError(f"{where}{one_line(e)}") from None
+    except (TypeError, ValueError) as e: raise ValueError(f"{where}{one_line(e)}") from None
 
 # %% ../nbs/00_features.ipynb #fb4ad7d2
 def _parse_boxes(value, where: str) -> np.ndarray:
@@ -415,7 +416,7 @@ def list_images(images_dir) -> list[Path]:
     if not d.is_dir(): raise NotADirectoryError(f"{d} is not a folder of images")
     return sorted(p for p in d.iterdir() if p.is_file() and not p.name.startswith("."))
 
-# %% ../nbs/00_features.ipynb #747adc76
+# %% ../nbs/00_features.ipynb #d46b2830
 def _to_extract(files, done, boxes) -> tuple[list, int, dict]:
     "The files still to extract, how many the store already holds, and the files skipped with why."
     todo, skipped, seen, present = [], {}, set(), 0

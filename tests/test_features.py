@@ -196,7 +196,8 @@ def test_make_extractor_names_its_source_in_one_line():
            "bad normalize": ({"extractor": "toy", "normalize": "none"}, "normalize='none'"),
            "not a dict": (["toy"], "an extractor's settings must be a JSON object"),
            "string k": ({"extractor": "toy", "k": "36"}, "k='36': expected an integer"),
-           "unknown extractor": ({"extractor": "yolo"}, "unknown extractor 'yolo'")}
+           "unknown extractor": ({"extractor": "yolo"}, "unknown extractor 'yolo'"),
+           "weights not a path": ({"extractor": "frcnn", "weights": 5}, "weights=5: expected")}
     for name, (meta, says) in bad.items():
         with pytest.raises(ValueError) as e: make_extractor(meta, source="runs/x/config.json")
         msg = str(e.value)

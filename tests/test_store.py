@@ -240,6 +240,7 @@ DAMAGE = {   # name: (harm, the file the message must name, words it must hold)
     "dim edited": (lambda d: _edit_meta(d, dim=2), "feats.f32", "meta.json was edited"),
     "k absurd": (lambda d: _edit_meta(d, k=10**8), "meta.json", "k=100000000"),
     "newer format": (lambda d: _edit_meta(d, version=9), "meta.json", "format version 9"),
+    "index.txt gone": (lambda d: (d / "index.txt").unlink(), "index.txt", "is missing but the data files hold rows"),
     "header garbage": (lambda d: (d / "boxes.f32").write_bytes(b"\x00" * 1000), "boxes.f32", "meta.json was edited"),
 }
 
@@ -433,3 +434,12 @@ def test_atomic_write_keeps_the_old_file_on_failure(tmp_path):
     from simplelxmert.store import atomic_write
     with pytest.raises(OSError): atomic_write(tmp_path / "f.json", half)
     assert (tmp_path / "f.json").read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["f.json"]
+
+
+def test_hard_linked_data_files_are_not_written(tmp_path):
+    d = tmp_path / "s"; small_store(d)
+    os.link(d / "boxes.f32", tmp_path / "backup_boxes.f32")
+    backup = (tmp_path / "backup_boxes.f32").read_bytes()
+    with pytest.raises(StoreError, match="boxes.f32 has other hard links"): FeatureStoreWriter(d, 4, 3, {"extractor": "test"})
+    assert (tmp_path / "backup_boxes.f32").read_bytes() == backup
+    assert len(FeatureStore(d)) == 6                                          # reading is fine
