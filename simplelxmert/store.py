@@ -232,6 +232,7 @@ class StoreScan:
 def _holds_data(path: Path) -> bool:
     return any((path/f).exists() and (path/f).stat().st_size > 0 for f in STORE_FILES[1:])
 
+# %% ../nbs/A0_store.ipynb #3b7bfd02
 def scan_store(path) -> StoreScan:
     "Read a store's files and check them against each other; refuse what no entry explains, collect the bad entries."
     path = Path(path)
