@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from simplelxmert.features import FeatureStore, FeatureStoreWriter
+from simplelxmert.store import FeatureStore, FeatureStoreWriter
 
 
 class StoreDataset(Dataset):

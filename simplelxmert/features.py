@@ -4,22 +4,31 @@
 
 # %% ../nbs/00_features.ipynb #7cdd3bde
 from __future__ import annotations
-import argparse, json, os, sys, tempfile
+import argparse, inspect, json, os, sys
 from dataclasses import dataclass, field, asdict
 from pathlib import Path
 
 # %% auto #0
 __all__ = ['COLORS', 'SHAPES', 'SIZES', 'RGB', 'BACKGROUND', 'SIZE_RANGE', 'IMAGENET_MEAN', 'IMAGENET_STD', 'EXTRACTORS',
-           'ShapeObject', 'Scene', 'sample_scene', 'draw_scene', 'atomic_write', 'atomic_write_text', 'one_line',
-           'generate_shapes_world', 'load_scenes', 'RegionFeatures', 'FeatureStore', 'FeatureStoreWriter', 'load_image',
-           'pad_regions', 'whole_image_box', 'normalized_pixels', 'check_device', 'PixelRoIExtractor', 'find_shapes',
-           'frcnn_weights_file', 'read_state_dict', 'build_frcnn', 'FasterRCNNExtractor', 'show_regions',
-           'make_extractor', 'list_images', 'extract_features', 'extract_cli', 'feature_stats', 'linear_probe']
+           'MAX_BATCH', 'ShapeObject', 'Scene', 'sample_scene', 'draw_scene', 'generate_shapes_world', 'load_scenes',
+           'pad_regions', 'whole_image_box', 'normalized_pixels', 'check_device', 'PixelRoIExtractor',
+           'foreground_runs', 'touching_runs', 'connected_components', 'find_shapes', 'frcnn_weights_file',
+           'read_state_dict', 'build_frcnn', 'FasterRCNNExtractor', 'show_regions', 'make_extractor', 'list_images',
+           'extract_features', 'extract_cli', 'feature_stats', 'linear_probe', 'FeatureStore', 'FeatureStoreWriter',
+           'RegionFeatures', 'atomic_write', 'atomic_write_text', 'one_line', 'load_image']
 
 # %% ../nbs/00_features.ipynb #a50f5ad0
 import numpy as np
 import torch
-from PIL import Image, ImageDraw, ImageOps, UnidentifiedImageError
+import torch.nn.functional as F
+from fastcore.basics import patch
+from PIL import Image, ImageDraw
+
+# %% ../nbs/00_features.ipynb #e149e04a
+# appendix A0: the record, the feature store, atomic files and images (importable from here as before)
+from .store import (MAX_K, FeatureStore, FeatureStoreWriter, RegionFeatures, atomic_write, atomic_write_text, check_room,
+                    check_setting, is_image_id, load_image, one_line, repair_store)
+_all_ = ["FeatureStore", "FeatureStoreWriter", "RegionFeatures", "atomic_write", "atomic_write_text", "one_line", "load_image"]
 
 # %% ../nbs/00_features.ipynb #4c3e84ef
 COLORS = ("red", "green", "blue", "yellow", "purple", "orange")
@@ -102,24 +111,7 @@ def draw_scene(scene: Scene) -> Image.Image:
         else: d.polygon([(x1, y2 - 1), (x2 - 1, y2 - 1), ((x1 + x2 - 1) / 2, y1)], fill=c)
     return img
 
-# %% ../nbs/00_features.ipynb #39242b76
-def atomic_write(path, write):
-    "Call `write(tmp)` on a temporary file beside `path`, then rename it: readers see the old file or the new one, never half."
-    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"); os.close(fd)
-    try:
-        write(tmp); os.chmod(tmp, 0o644); os.replace(tmp, path)  # mkstemp makes 0600 files: readable like any other
-    finally:
-        if os.path.exists(tmp): os.remove(tmp)
-
-def atomic_write_text(path, text: str):
-    "Write a text file atomically (`atomic_write`)."
-    atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
-
-def one_line(e) -> str:
-    "An exception's message on one line (library messages can span several)."
-    return " ".join(str(e).split())
-
+# %% ../nbs/00_features.ipynb #bd174c7d
 def generate_shapes_world(out_dir, n_images: int, seed=0, image_size=128, min_objects=2, max_objects=3) -> list[Scene]:
     "Write `out_dir/images/*.png`, `scenes.json` and `boxes.json` (pixel boxes per file); return the scenes."
     out = Path(out_dir); (out/"images").mkdir(parents=True, exist_ok=True)
@@ -137,168 +129,6 @@ def load_scenes(path) -> list[Scene]:
     if path.is_dir(): path = path/"scenes.json"
     if not path.exists(): raise FileNotFoundError(f"{path} not found: create it with generate_shapes_world(out_dir, n_images)")
     return [Scene.from_dict(d) for d in json.loads(path.read_text())]
-
-# %% ../nbs/00_features.ipynb #37f42887
-@dataclass
-class RegionFeatures:
-    "K regions of one image: `feats [K, D]` float32, `boxes [K, 4]` float32 in [0, 1], `mask [K]` bool (True = real)."
-    feats: np.ndarray
-    boxes: np.ndarray
-    mask: np.ndarray
-
-    def __post_init__(self):
-        self.feats = np.asarray(self.feats, dtype=np.float32)
-        self.boxes = np.asarray(self.boxes, dtype=np.float32)
-        self.mask = np.asarray(self.mask, dtype=bool)
-        k = len(self.mask)
-        if self.feats.ndim != 2 or self.feats.shape[0] != k or self.boxes.shape != (k, 4) or self.mask.ndim != 1:
-            raise ValueError(f"RegionFeatures expects feats [K, D], boxes [K, 4], mask [K]; got {self.feats.shape}, {self.boxes.shape}, {self.mask.shape}")
-
-    def __eq__(self, other):
-        return isinstance(other, RegionFeatures) and all(np.array_equal(getattr(self, a), getattr(other, a)) for a in ("feats", "boxes", "mask"))
-
-# %% ../nbs/00_features.ipynb #1e8377cd
-_DATA = {"feats": ("feats.f32", np.float32), "boxes": ("boxes.f32", np.float32), "mask": ("mask.u8", np.uint8)}
-
-def _row_shapes(k: int, dim: int) -> dict: return {"feats": (k, dim), "boxes": (k, 4), "mask": (k,)}
-
-def _committed_ids(path: Path) -> list[str]:
-    "Ids of the complete lines of `index.txt` (a line cut short by a crash is not an entry, even mid-character)."
-    f = path/"index.txt"
-    if not f.exists(): return []
-    return [line.decode("utf-8") for line in f.read_bytes().split(b"\n")[:-1]]
-
-def _read_info(path: Path) -> dict:
-    f = path/"meta.json"
-    if not f.exists(): raise FileNotFoundError(f"{path} is not a feature store (no meta.json): create one with extract_features(...) or simplelxmert_extract IMAGES_DIR {path}")
-    return json.loads(f.read_text())
-
-# %% ../nbs/00_features.ipynb #ebe4b95f
-class FeatureStore:
-    "Read-only, memory-mapped view of a feature store: `store[image_id] -> RegionFeatures`."
-    def __init__(self, path):
-        self.path = Path(path)
-        info = _read_info(self.path)
-        self.k, self.dim, self.meta = int(info["k"]), int(info["dim"]), info["meta"]
-        self.ids = _committed_ids(self.path)
-        self._row = {image_id: r for r, image_id in enumerate(self.ids)}
-        self._arrays = None
-
-    def _open(self) -> dict:
-        if self._arrays is None:
-            n, shapes = len(self.ids), _row_shapes(self.k, self.dim)
-            self._arrays = {name: np.memmap(self.path/fname, dtype=dt, mode="r", shape=(n, *shapes[name])) if n else np.zeros((0, *shapes[name]), dt)
-                            for name, (fname, dt) in _DATA.items()}
-        return self._arrays
-
-    def __getitem__(self, image_id: str) -> RegionFeatures:
-        r = self._row.get(image_id)
-        if r is None: raise KeyError(f"image id {image_id!r} is not in the feature store {self.path} ({len(self)} images): extract its features first")
-        a = self._open()
-        return RegionFeatures(np.array(a["feats"][r]), np.array(a["boxes"][r]), a["mask"][r].astype(bool))
-
-    def get_batch(self, image_ids) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        "Several images at once, one memory-mapped gather: `feats [B, K, D]`, `boxes [B, K, 4]`, `mask [B, K]` bool."
-        rows = []
-        for i in image_ids:
-            if i not in self._row: self[i]   # raises the KeyError with its message
-            rows.append(self._row[i])
-        a, rows = self._open(), np.asarray(rows, dtype=np.int64)
-        return a["feats"][rows], a["boxes"][rows], a["mask"][rows].astype(bool)
-
-    def __len__(self): return len(self.ids)
-    def __contains__(self, image_id): return image_id in self._row
-    def __iter__(self): return iter(self.ids)
-    def __repr__(self): return f"FeatureStore({str(self.path)!r}: {len(self)} images, k={self.k}, dim={self.dim}, extractor={self.meta.get('extractor')!r})"
-    def __getstate__(self): return {**self.__dict__, "_arrays": None}  # workers re-map the files, never copy them
-
-# %% ../nbs/00_features.ipynb #c7761506
-class FeatureStoreWriter:
-    "Append `RegionFeatures` to a (new or partly written) store; entries become visible at `commit()`, atomically."
-    def __init__(self, path, k: int, dim: int, meta: dict | None = None, commit_every: int = 64):
-        self.path, self.k, self.dim = Path(path), int(k), int(dim)
-        self.meta, self.commit_every = json.loads(json.dumps(meta or {})), commit_every
-        self._shapes = _row_shapes(self.k, self.dim)
-        self.path.mkdir(parents=True, exist_ok=True)
-        self._lock()                                   # before meta.json: two writers never create one store twice
-        try: self._open()
-        except BaseException: self._lockf.close(); raise   # a refused store is not left locked
-
-    def _open(self):
-        "Check or create meta.json, cut what was written after the last commit, open the files for appending."
-        if (self.path/"meta.json").exists():
-            info = _read_info(self.path)
-            if (info["k"], info["dim"], info["meta"]) != (self.k, self.dim, self.meta):
-                raise ValueError(f"the store {self.path} was created with k={info['k']}, dim={info['dim']}, meta={info['meta']}; "
-                                 f"now k={self.k}, dim={self.dim}, meta={self.meta}. Use another STORE path, or delete this one to start over.")
-        else:
-            atomic_write_text(self.path/"meta.json", json.dumps({"format": "simplelxmert-features", "version": 1, "k": self.k, "dim": self.dim, "meta": self.meta}, indent=1))
-        ids = _committed_ids(self.path)
-        self.done, self._pending = set(ids), []
-        n = len(ids)  # resume: cut everything written after the last committed entry
-        for name, (fname, dt) in _DATA.items():
-            f = self.path/fname; f.touch()
-            os.truncate(f, n * int(np.prod(self._shapes[name])) * np.dtype(dt).itemsize)
-        f = self.path/"index.txt"; f.touch(); os.truncate(f, sum(len(i.encode()) + 1 for i in ids))
-        self._files = {name: open(self.path/fname, "ab") for name, (fname, _) in _DATA.items()}
-        self._index = open(self.path/"index.txt", "ab")
-
-    def _lock(self):
-        self._lockf = open(self.path/".lock", "w")
-        try:
-            import fcntl
-            fcntl.flock(self._lockf, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except ImportError: pass
-        except OSError:
-            self._lockf.close()
-            raise RuntimeError(f"another process is writing to the feature store {self.path}; wait for it to finish") from None
-
-    def add(self, image_id: str, feats, boxes, mask):
-        "Append one image's regions (visible to readers after the next commit)."
-        if not isinstance(image_id, str) or not image_id or "\n" in image_id: raise ValueError(f"bad image id {image_id!r}: need a non-empty string without newlines")
-        if image_id in self.done: raise ValueError(f"image id {image_id!r} is already in the store {self.path}")
-        r = RegionFeatures(feats, boxes, mask)
-        if r.feats.shape != (self.k, self.dim): raise ValueError(f"{image_id}: feats shape {r.feats.shape}, the store expects {(self.k, self.dim)}")
-        if not np.isfinite(r.feats).all(): raise ValueError(f"{image_id}: feats contain NaN or inf")
-        if not r.mask.any(): raise ValueError(f"{image_id}: no real region (mask all False); give the image at least one box, e.g. the whole image")
-        if not ((r.boxes >= 0) & (r.boxes <= 1)).all(): raise ValueError(f"{image_id}: boxes must be normalized to [0, 1] ([x1/W, y1/H, x2/W, y2/H])")
-        for name, arr in (("feats", r.feats), ("boxes", r.boxes), ("mask", r.mask.astype(np.uint8))):
-            self._files[name].write(np.ascontiguousarray(arr).tobytes())
-        self.done.add(image_id); self._pending.append(image_id)
-        if len(self._pending) >= self.commit_every: self.commit()
-
-    def commit(self):
-        "Make the added entries durable, then visible: data first (fsync), index lines second."
-        if not self._pending: return
-        for f in self._files.values(): f.flush(); os.fsync(f.fileno())
-        self._index.write("".join(i + "\n" for i in self._pending).encode()); self._index.flush(); os.fsync(self._index.fileno())
-        self._pending = []
-
-    def close(self):
-        if self._index.closed: return
-        self.commit()
-        for f in (*self._files.values(), self._index, self._lockf): f.close()
-
-    def __enter__(self): return self
-    def __exit__(self, *exc): self.close()  # entries added before an exception are complete: keep them
-
-# %% ../nbs/00_features.ipynb #48635fb5
-def load_image(image) -> Image.Image:
-    "Open a path (or take a PIL image), apply its EXIF orientation and return it as 8-bit RGB."
-    if not isinstance(image, Image.Image):
-        path = Path(image)
-        if path.stat().st_size == 0: raise ValueError(f"{path}: empty file (0 bytes)")
-        with Image.open(path) as im: im.load(); image = im.copy()
-    image = ImageOps.exif_transpose(image)
-    if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
-        a = np.asarray(image, dtype=np.float64)
-        if image.mode.startswith("I;16") or a.max() > 255: a = a / 257.0
-        image = Image.fromarray(np.clip(np.round(a), 0, 255).astype(np.uint8), "L")
-    if image.mode == "P" and "transparency" in image.info: image = image.convert("RGBA")
-    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
-        rgba = image.convert("RGBA"); bg = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        image = Image.alpha_composite(bg, rgba)
-    return image.convert("RGB")
 
 # %% ../nbs/00_features.ipynb #bad5d4b2
 def pad_regions(feats, boxes_px, size, k: int) -> RegionFeatures:
@@ -343,11 +173,14 @@ def check_device(device=None) -> torch.device:
         raise RuntimeError(f"device {device!r} was asked for but torch sees no CUDA GPU here: use --device cpu (or leave --device out)")
     return d
 
+# %% ../nbs/00_features.ipynb #03d1161d
 class PixelRoIExtractor:
     "Toy extractor: RoIAlign of the ImageNet-normalized pixels at given boxes, `D = 3 * output_size**2`."
     name = "toy"
-    def __init__(self, k: int = 36, output_size: int = 4, device=None):
-        self.k, self.output_size = int(k), int(output_size)
+    def __init__(self, k: int = 36, output_size: int = 4, device=None, normalize: str = "imagenet"):
+        self.k = check_setting("k", k, 1, MAX_K, why="regions per image")
+        self.output_size = check_setting("output_size", output_size, 1, 32, why="the side of the RoIAlign grid")
+        if normalize != "imagenet": raise ValueError(f"normalize={normalize!r}: the toy extractor normalizes pixels with the ImageNet mean and std ('imagenet')")
         self.dim = 3 * self.output_size ** 2
         check_device(device)   # an impossible device is an error here too, though the toy features are computed on the CPU
 
@@ -365,22 +198,44 @@ class PixelRoIExtractor:
             out.append(pad_regions(f.flatten(1).numpy(), b, image.size, self.k))   # [N, 3*s*s]
         return out
 
+# %% ../nbs/00_features.ipynb #d64f583b
+def foreground_runs(fg: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    "Horizontal runs of True in a `[H, W]` mask: `row, start, end` (end exclusive), in reading order."
+    edges = np.diff(np.pad(fg.astype(np.int8), ((0, 0), (1, 1))), axis=1)   # +1 where a run starts, -1 where it ends
+    row, start = np.nonzero(edges == 1)
+    _, end = np.nonzero(edges == -1)
+    return row, start, end
+
+def touching_runs(row, start, end, width: int) -> tuple[np.ndarray, np.ndarray]:
+    "Pairs `(a, b)` of runs, `b` in the row below `a`, that touch by a side or a corner."
+    key = lambda r, x: r.astype(np.int64) * (width + 2) + x                   # (row, x) as one sortable number
+    lo = np.searchsorted(key(row, end), key(row + 1, start))                  # first run below that ends at or after our start
+    hi = np.searchsorted(key(row, start), key(row + 1, end), side="right")    # past the last run below that starts by our end
+    n = np.maximum(hi - lo, 0)
+    return np.repeat(np.arange(len(row)), n), np.repeat(lo - np.cumsum(n) + n, n) + np.arange(n.sum())
+
+def connected_components(n: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    "The component of each of `n` nodes linked by the edges `(a, b)`, named by its smallest node (vectorized union-find)."
+    parent = np.arange(n)
+    while True:
+        pa, pb = parent[a], parent[b]
+        linked = pa != pb                                         # edges between two components still apart
+        if not linked.any(): return parent
+        np.minimum.at(parent, np.maximum(pa[linked], pb[linked]), np.minimum(pa[linked], pb[linked]))   # larger root under smaller
+        while not np.array_equal(up := parent[parent], parent): parent = up                             # follow to the roots
+
 # %% ../nbs/00_features.ipynb #532060b2
 def find_shapes(image, background=BACKGROUND, tol: int = 40, min_pixels: int = 6) -> np.ndarray:
-    "Pixel boxes `[N, 4]` of the blobs that differ from the plain `background` (a detector for ShapesWorld only)."
+    "Pixel boxes `[N, 4]`, sorted, of the connected blobs that differ from the plain `background` (a detector for ShapesWorld only)."
     a = np.asarray(load_image(image), dtype=np.int16)
-    fg = torch.from_numpy(np.abs(a - np.array(background, np.int16)).max(-1) > tol)
-    labels = torch.arange(1, fg.numel() + 1, dtype=torch.float32).reshape(fg.shape) * fg
-    while True:   # propagate the largest label through each blob
-        grown = torch.nn.functional.max_pool2d(labels[None, None], 3, stride=1, padding=1)[0, 0] * fg
-        if torch.equal(grown, labels): break
-        labels = grown
-    boxes = []
-    labs = labels.unique()
-    for lab in labs[labs > 0]:                   # 0 is the background (absent when the blobs fill the image)
-        ys, xs = torch.nonzero(labels == lab, as_tuple=True)
-        if len(ys) >= min_pixels: boxes.append([xs.min().item(), ys.min().item(), xs.max().item() + 1, ys.max().item() + 1])
-    return np.array(sorted(boxes), dtype=np.float32).reshape(-1, 4)
+    fg = np.abs(a - np.array(background, np.int16)).max(-1) > tol
+    row, start, end = foreground_runs(fg)
+    _, comp = np.unique(connected_components(len(row), *touching_runs(row, start, end, fg.shape[1])), return_inverse=True)
+    m = comp.max() + 1 if len(comp) else 0
+    x1, y1 = np.full(m, fg.shape[1]), np.full(m, fg.shape[0]); x2, y2 = np.zeros(m, np.int64), np.zeros(m, np.int64)
+    np.minimum.at(x1, comp, start); np.minimum.at(y1, comp, row); np.maximum.at(x2, comp, end); np.maximum.at(y2, comp, row + 1)
+    boxes = np.stack([x1, y1, x2, y2], 1)[np.bincount(comp, weights=end - start, minlength=m) >= min_pixels]
+    return boxes[np.lexsort(boxes.T[::-1])].astype(np.float32).reshape(-1, 4)
 
 # %% ../nbs/00_features.ipynb #fb5b1e9b
 def frcnn_weights_file():
@@ -403,6 +258,7 @@ def read_state_dict(path) -> dict:
     except Exception as e:   # cut short, not a checkpoint at all
         raise ValueError(f"weights {path} cannot be read as a state dict ({one_line(e)[:200]})") from None
 
+# %% ../nbs/00_features.ipynb #95a8d01d
 def build_frcnn(weights="default", seed: int = 0, min_size: int = 800, max_size: int = 1333):
     "torchvision `fasterrcnn_resnet50_fpn`, weights from the local cache (`'default'`), seeded `'random'`, or a state-dict path. Never downloads."
     from torchvision.models.detection import FasterRCNN
@@ -434,11 +290,16 @@ class FasterRCNNExtractor:
     dim = 1024
     def __init__(self, k: int = 36, weights="default", device=None, min_size: int = 800, max_size: int = 1333,
                  score_thresh: float | None = None, nms_thresh: float = 0.5, proposals: int = 1000, seed: int = 0):
-        self.k, self.min_size, self.max_size = int(k), int(min_size), int(max_size)
+        self.k = check_setting("k", k, 1, MAX_K, why="regions per image")
+        self.min_size = check_setting("min_size", min_size, 32, 4096, why="the shorter image side after resizing, in pixels")
+        self.max_size = check_setting("max_size", max_size, 32, 4096, why="the longer image side after resizing, in pixels")
+        self.nms_thresh = check_setting("nms_thresh", nms_thresh, 0, 1, float)
+        self.proposals = check_setting("proposals", proposals, 1, 10_000, why="RPN proposals per image")
+        self.seed = check_setting("seed", seed, 0, 2**63 - 1)
+        if not isinstance(weights, (str, os.PathLike)): raise ValueError(f"weights={weights!r}: expected 'default', 'random' or a file path")
         self.weights = str(weights) if weights in ("default", "random") else str(Path(weights).resolve())  # meta must rebuild it anywhere
-        self.nms_thresh, self.proposals, self.seed = float(nms_thresh), int(proposals), int(seed)
         # random weights score every class about 1/91: a threshold would leave no boxes at all
-        self.score_thresh = float(score_thresh if score_thresh is not None else (0.0 if self.weights == "random" else 0.2))
+        self.score_thresh = check_setting("score_thresh", score_thresh if score_thresh is not None else (0.0 if self.weights == "random" else 0.2), 0, 1, float)
         self.device = check_device(device)
         self.model = build_frcnn(self.weights, self.seed, self.min_size, self.max_size).to(self.device)
         self.model.roi_heads.score_thresh = self.score_thresh
@@ -450,36 +311,45 @@ class FasterRCNNExtractor:
         return {"extractor": "frcnn", "k": self.k, "weights": self.weights, "min_size": self.min_size, "max_size": self.max_size,
                 "score_thresh": self.score_thresh, "nms_thresh": self.nms_thresh, "proposals": self.proposals, "seed": self.seed}
 
-    @torch.no_grad()
-    def __call__(self, images, boxes=None) -> list[RegionFeatures]:
-        from torchvision.models.detection.image_list import ImageList
-        from torchvision.ops import nms
-        m, given = self.model, boxes is not None
-        images = [load_image(im) for im in images]
-        boxes = _check_boxes(boxes, len(images))
-        prepared = []   # each image alone through the transform: its own resize and its own padding
-        for im in images:
-            il, _ = m.transform([torch.from_numpy(np.array(im)).permute(2, 0, 1).to(self.device, torch.float32) / 255])
-            prepared.append((il.tensors, il.image_sizes[0]))
-        out = [None] * len(images)
-        groups = {}
-        for i, (t, _) in enumerate(prepared): groups.setdefault(tuple(t.shape), []).append(i)
-        for idx in groups.values():   # same padded shape: stacking changes nothing
-            batch, sizes = torch.cat([prepared[i][0] for i in idx]), [prepared[i][1] for i in idx]
-            features = m.backbone(batch)
-            scales = [torch.tensor([s[1] / images[i].width, s[0] / images[i].height] * 2, device=self.device) for i, s in zip(idx, sizes)]
-            if given:
-                kept = [torch.from_numpy(boxes[i][:self.k]).to(self.device) * sc for i, sc in zip(idx, scales)]
-            else:
-                proposals, _ = m.rpn(ImageList(batch, sizes), features)
-                dets, _ = m.roi_heads(features, proposals, sizes)
-                kept = [d["boxes"][nms(d["boxes"], d["scores"], self.nms_thresh)[:self.k]] for d in dets]  # nms keeps score order
-            kept = [b if len(b) else torch.from_numpy(whole_image_box(images[i].size)).to(self.device) * sc   # nothing: the whole image
-                    for i, b, sc in zip(idx, kept, scales)]
-            feats = m.roi_heads.box_head(m.roi_heads.box_roi_pool(features, kept, sizes))   # [sum N, 1024]
-            for i, b, f, sc in zip(idx, kept, feats.split([len(b) for b in kept]), scales):
-                out[i] = pad_regions(f.cpu().numpy(), (b / sc).cpu().numpy(), images[i].size, self.k)
-        return out
+# %% ../nbs/00_features.ipynb #167bc7d2
+@patch
+def _prepare(self: FasterRCNNExtractor, images) -> list:
+    "Each image alone through the detector's transform (its own resize and padding): `(tensor [1, 3, H', W'], (H', W'))`."
+    out = []
+    for im in images:
+        il, _ = self.model.transform([torch.from_numpy(np.array(im)).permute(2, 0, 1).to(self.device, torch.float32) / 255])
+        out.append((il.tensors, il.image_sizes[0]))
+    return out
+
+@patch
+def _detect(self: FasterRCNNExtractor, batch, sizes, features) -> list:
+    "RPN proposals, box head, class-agnostic NMS: each image's top-`k` boxes in score order (transformed pixels)."
+    from torchvision.models.detection.image_list import ImageList
+    from torchvision.ops import nms
+    proposals, _ = self.model.rpn(ImageList(batch, sizes), features)
+    dets, _ = self.model.roi_heads(features, proposals, sizes)
+    return [d["boxes"][nms(d["boxes"], d["scores"], self.nms_thresh)[:self.k]] for d in dets]  # nms keeps score order
+
+# %% ../nbs/00_features.ipynb #25607130
+@patch
+@torch.no_grad()
+def __call__(self: FasterRCNNExtractor, images, boxes=None) -> list[RegionFeatures]:
+    m, given = self.model, boxes is not None
+    images = [load_image(im) for im in images]
+    boxes, prepared, out, groups = _check_boxes(boxes, len(images)), self._prepare(images), [None] * len(images), {}
+    for i, (t, _) in enumerate(prepared): groups.setdefault(tuple(t.shape), []).append(i)
+    for idx in groups.values():   # same padded shape: stacking changes nothing
+        batch, sizes = torch.cat([prepared[i][0] for i in idx]), [prepared[i][1] for i in idx]
+        features = m.backbone(batch)                                      # FPN maps: {level: [B, 256, h, w]}
+        scales = [torch.tensor([s[1] / images[i].width, s[0] / images[i].height] * 2, device=self.device) for i, s in zip(idx, sizes)]
+        if given: kept = [torch.from_numpy(boxes[i][:self.k]).to(self.device) * sc for i, sc in zip(idx, scales)]
+        else: kept = self._detect(batch, sizes, features)
+        kept = [b if len(b) else torch.from_numpy(whole_image_box(images[i].size)).to(self.device) * sc   # nothing: the whole image
+                for i, b, sc in zip(idx, kept, scales)]
+        feats = m.roi_heads.box_head(m.roi_heads.box_roi_pool(features, kept, sizes))   # [sum N, 1024]
+        for i, b, f, sc in zip(idx, kept, feats.split([len(b) for b in kept]), scales):
+            out[i] = pad_regions(f.cpu().numpy(), (b / sc).cpu().numpy(), images[i].size, self.k)
+    return out
 
 # %% ../nbs/00_features.ipynb #2988f7a0
 def show_regions(image, regions: RegionFeatures, ax=None, title=None, max_boxes: int | None = None):
@@ -500,15 +370,21 @@ def show_regions(image, regions: RegionFeatures, ax=None, title=None, max_boxes:
 # %% ../nbs/00_features.ipynb #f00a3cfe
 EXTRACTORS = {"frcnn": FasterRCNNExtractor, "toy": PixelRoIExtractor}
 
-def make_extractor(meta_or_name="frcnn", k: int | None = None, device=None, **kwargs):
-    "An extractor from a store's `meta` dict (or the name `'frcnn'` / `'toy'`); `k` and `kwargs` override."
-    if isinstance(meta_or_name, FeatureStore): meta_or_name = meta_or_name.meta
+def make_extractor(meta_or_name="frcnn", k: int | None = None, device=None, source=None, **kwargs):
+    "An extractor from a store's `meta` dict (or the name `'frcnn'` / `'toy'`); `k` and `kwargs` override; errors name `source`."
+    if isinstance(meta_or_name, FeatureStore): source, meta_or_name = source or meta_or_name.path/"meta.json", meta_or_name.meta
+    where = f"{source}: " if source else ""
+    if not isinstance(meta_or_name, (dict, str)):
+        raise ValueError(f"{where}an extractor's settings must be a JSON object or a name, not {type(meta_or_name).__name__}")
     params = dict(meta_or_name) if isinstance(meta_or_name, dict) else {"extractor": meta_or_name}
     name = params.pop("extractor", None)
-    if name not in EXTRACTORS: raise ValueError(f"unknown extractor {name!r}: expected one of {sorted(EXTRACTORS)}")
-    params.pop("normalize", None)
-    if k is not None: params["k"] = k
-    return EXTRACTORS[name](**params, **kwargs, device=device)
+    if name not in EXTRACTORS: raise ValueError(f"{where}unknown extractor {name!r}: expected one of {sorted(EXTRACTORS)}")
+    params.update(kwargs, **({} if k is None else {"k": k}))
+    allowed = set(inspect.signature(EXTRACTORS[name]).parameters) - {"device"}
+    if unexpected := sorted(set(params) - allowed):
+        raise ValueError(f"{where}the {name} extractor has no setting {unexpected[0]!r} (it takes {', '.join(sorted(allowed))})")
+    try: return EXTRACTORS[name](**params, device=device)
+    except (TypeError, ValueError) as e: raise ValueError(f"{where}{one_line(e)}") from None
 
 # %% ../nbs/00_features.ipynb #fb4ad7d2
 def _parse_boxes(value, where: str) -> np.ndarray:
@@ -519,6 +395,7 @@ def _parse_boxes(value, where: str) -> np.ndarray:
     if b is not None and b.size == 0: return np.zeros((0, 4), np.float32)
     if b is None or b.ndim != 2 or b.shape[1] != 4 or not np.isfinite(b).all() or not ((b[:, 2] > b[:, 0]) & (b[:, 3] > b[:, 1])).all():
         raise ValueError(f"{where}: expected a list of [x1, y1, x2, y2] boxes in pixels with x2 > x1 and y2 > y1, got {str(value)[:80]}")
+    if len(b) > MAX_K: raise ValueError(f"{where}: {len(b)} boxes, at most {MAX_K} per image")
     return b
 
 def _load_boxes(boxes) -> dict | None:
@@ -529,7 +406,7 @@ def _load_boxes(boxes) -> dict | None:
         path = source = Path(boxes)
         if not path.exists(): raise FileNotFoundError(f"boxes file {path} not found (expected JSON {{file: [[x1, y1, x2, y2], ...]}} in pixels)")
         try: boxes = json.loads(path.read_text())
-        except json.JSONDecodeError as e: raise ValueError(f"boxes file {path} is not valid JSON: {e}") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as e: raise ValueError(f"boxes file {path} is not valid JSON: {one_line(e)}") from None
         if not isinstance(boxes, dict): raise ValueError(f"boxes file {path}: expected a JSON object {{file: [[x1, y1, x2, y2], ...]}}")
     return {key: _parse_boxes(value, f"{source}: {key}") for key, value in boxes.items()}
 
@@ -539,43 +416,59 @@ def list_images(images_dir) -> list[Path]:
     if not d.is_dir(): raise NotADirectoryError(f"{d} is not a folder of images")
     return sorted(p for p in d.iterdir() if p.is_file() and not p.name.startswith("."))
 
-# %% ../nbs/00_features.ipynb #558dc7bb
-def extract_features(images_dir, store_path, k: int | None = None, batch_size: int = 8, boxes=None, weights="default",
-                     device=None, extractor="frcnn", progress: bool = True, **extractor_kwargs) -> dict:
-    "Extract every image of `images_dir` into the store at `store_path` (resumable); return a summary."
+# %% ../nbs/00_features.ipynb #d46b2830
+def _to_extract(files, done, boxes) -> tuple[list, int, dict]:
+    "The files still to extract, how many the store already holds, and the files skipped with why."
+    todo, skipped, seen, present = [], {}, set(), 0
+    for f in files:
+        image_id = f.stem
+        if not is_image_id(image_id): skipped[f.name] = "its name has control characters: it cannot be a store key"; continue
+        if image_id in seen: skipped[f.name] = f"duplicate image id {image_id!r} (another file has the same stem)"; continue
+        seen.add(image_id)
+        if image_id in done: present += 1; continue
+        if boxes is not None and f.name not in boxes and image_id not in boxes: skipped[f.name] = "no boxes for it in the boxes file"; continue
+        todo.append(f)
+    return todo, present, skipped
+
+def _extract_into(writer, extractor, todo, boxes, batch_size, skipped, progress) -> int:
+    "Extract the files `todo` in batches into `writer`, committing after each batch; unreadable files go to `skipped`."
     from tqdm.auto import tqdm
-    if k is not None and k < 1 or batch_size < 1: raise ValueError(f"k and batch_size must be at least 1, got k={k}, batch_size={batch_size}")
+    extracted, bar = 0, tqdm(total=len(todo), desc="extract", unit="img", disable=not progress)
+    for start in range(0, len(todo), batch_size):
+        batch, images = todo[start:start + batch_size], []
+        for f in batch:
+            try: images.append((f, load_image(f)))
+            except Exception as e: skipped[f.name] = f"unreadable: {type(e).__name__}: {one_line(e)}"
+        if images:
+            bb = [boxes.get(f.name, boxes.get(f.stem)) for f, _ in images] if boxes is not None else None
+            for (f, _), r in zip(images, extractor([im for _, im in images], bb)):
+                writer.add(f.stem, r.feats, r.boxes, r.mask); extracted += 1
+            writer.commit()
+        bar.update(len(batch))
+    bar.close()
+    return extracted
+
+# %% ../nbs/00_features.ipynb #558dc7bb
+MAX_BATCH = 256   # images in memory at once
+
+def extract_features(images_dir, store_path, k: int | None = None, batch_size: int = 8, boxes=None, weights="default",
+                     device=None, extractor="frcnn", progress: bool = True, repair: bool = False, **extractor_kwargs) -> dict:
+    "Extract every image of `images_dir` into the store at `store_path` (resumable; `repair`: first drop its damaged entries); return a summary."
+    if k is not None: check_setting("k", k, 1, MAX_K, why="regions per image")
+    check_setting("batch_size", batch_size, 1, MAX_BATCH, why="images in memory at once")
     boxes = _load_boxes(boxes)
     if k is None: k = max(1, *(len(b) for b in boxes.values())) if boxes else 36
     if isinstance(extractor, str):
         if extractor == "frcnn": extractor_kwargs["weights"] = weights
         extractor = make_extractor(extractor, k=k, device=device, **extractor_kwargs)
-    files, skipped, todo, seen = list_images(images_dir), {}, [], set()
+    files = list_images(images_dir)
     if not files: raise ValueError(f"{images_dir} holds no files: give the folder of images to extract")
-    with FeatureStoreWriter(store_path, extractor.k, extractor.dim, extractor.meta) as writer:
-        present = 0
-        for f in files:
-            image_id = f.stem
-            if image_id in seen: skipped[f.name] = f"duplicate image id {image_id!r} (another file has the same stem)"; continue
-            seen.add(image_id)
-            if image_id in writer.done: present += 1; continue
-            if boxes is not None and f.name not in boxes and image_id not in boxes: skipped[f.name] = "no boxes for it in the boxes file"; continue
-            todo.append(f)
-        extracted = 0
-        bar = tqdm(total=len(todo), desc="extract", unit="img", disable=not progress)
-        for start in range(0, len(todo), batch_size):
-            batch, images, batch_boxes = todo[start:start + batch_size], [], []
-            for f in batch:
-                try: images.append((f, load_image(f)))
-                except Exception as e: skipped[f.name] = f"unreadable: {type(e).__name__}: {e}"
-            if images:
-                bb = [boxes.get(f.name, boxes.get(f.stem)) for f, _ in images] if boxes is not None else None
-                for (f, _), r in zip(images, extractor([im for _, im in images], bb)):
-                    writer.add(f.stem, r.feats, r.boxes, r.mask); extracted += 1
-                writer.commit()
-            bar.update(len(batch))
-        bar.close()
-    return {"store": str(store_path), "extracted": extracted, "already_present": present, "skipped": skipped}
+    repaired = repair_store(store_path) if repair and (Path(store_path)/"meta.json").exists() else {}
+    with FeatureStoreWriter(store_path, extractor.k, extractor.dim, extractor.meta) as writer:   # appendix A0
+        todo, present, skipped = _to_extract(files, writer.done, boxes)
+        check_room(store_path, len(todo), writer.k, writer.dim)
+        extracted = _extract_into(writer, extractor, todo, boxes, batch_size, skipped, progress)
+    return {"store": str(store_path), "extracted": extracted, "already_present": present, "skipped": skipped, "repaired": repaired}
 
 # %% ../nbs/00_features.ipynb #9de93be8
 def extract_cli(argv=None):
@@ -584,8 +477,8 @@ def extract_cli(argv=None):
                                 "(resumable: run it again after an interruption and it continues; a finished store is left as is).")
     p.add_argument("images_dir", metavar="IMAGES_DIR", help="folder of images (jpg, png, ...)")
     p.add_argument("store", metavar="STORE", help="feature store folder (created, or resumed)")
-    p.add_argument("--k", type=int, default=None, help="regions per image (default 36; with --boxes, the most boxes of any image)")
-    p.add_argument("--batch-size", type=int, default=8, help="images per batch (default 8)")
+    p.add_argument("--k", type=int, default=None, help=f"regions per image, 1 to {MAX_K} (default 36; with --boxes, the most boxes of any image)")
+    p.add_argument("--batch-size", type=int, default=8, help=f"images per batch, 1 to {MAX_BATCH} (default 8)")
     p.add_argument("--boxes", default=None, metavar="BOXES_FILE", help="JSON {file: [[x1, y1, x2, y2], ...]} in pixels: pool these boxes instead of detecting")
     p.add_argument("--weights", default="default", help="frcnn weights: 'default' (torchvision COCO weights from the local cache; never downloads), 'random', or a state-dict PATH")
     p.add_argument("--device", default=None, choices=["cpu", "cuda"], help="default: cuda when available")
@@ -593,17 +486,20 @@ def extract_cli(argv=None):
     p.add_argument("--min-size", type=int, default=800, help="frcnn: resize the shorter image side to this (default 800)")
     p.add_argument("--max-size", type=int, default=1333, help="frcnn: cap on the longer side (default 1333)")
     p.add_argument("--score-thresh", type=float, default=None, help="frcnn: minimum detection score (default 0.2; 0 with random weights)")
+    p.add_argument("--repair", action="store_true", help="first drop the damaged entries of STORE (a cut file, a bad index line), then extract them again")
     a = p.parse_args(argv)
-    for flag, value in (("--k", a.k), ("--batch-size", a.batch_size)):
-        if value is not None and value < 1: p.error(f"{flag} must be at least 1, got {value}")
+    for flag, value, hi in (("--k", a.k, MAX_K), ("--batch-size", a.batch_size, MAX_BATCH)):
+        if value is not None and not 1 <= value <= hi: p.error(f"{flag} must be from 1 to {hi}, got {value}")
     kw = {"min_size": a.min_size, "max_size": a.max_size, "score_thresh": a.score_thresh} if a.extractor == "frcnn" else {}
     try:
-        s = extract_features(a.images_dir, a.store, k=a.k, batch_size=a.batch_size, boxes=a.boxes, weights=a.weights, device=a.device, extractor=a.extractor, **kw)
-    except (OSError, ValueError, RuntimeError) as e:   # a missing or unreadable file, a bad setting: named
-        print(f"simplelxmert_extract: error: {e}", file=sys.stderr); return 2
+        s = extract_features(a.images_dir, a.store, k=a.k, batch_size=a.batch_size, boxes=a.boxes, weights=a.weights, device=a.device,
+                             extractor=a.extractor, repair=a.repair, **kw)
+    except (OSError, ValueError, RuntimeError) as e:   # a missing or unreadable file, a bad setting, a damaged store: named
+        print(f"simplelxmert_extract: error: {one_line(e)}", file=sys.stderr); return 2
     except KeyboardInterrupt:   # the writer has committed every finished batch
         print(f"simplelxmert_extract: interrupted; the images extracted so far are in {a.store}: run the same command "
               f"again to go on", file=sys.stderr); return 130
+    if s["repaired"]: print(f"{s['store']}: repaired: dropped {len(s['repaired'])} damaged entries, extracted again below")
     print(f"{s['store']}: extracted {s['extracted']}, already present {s['already_present']}, skipped {len(s['skipped'])}")
     for name, why in s["skipped"].items(): print(f"  skipped {name}: {why}")
     return 0
@@ -615,9 +511,6 @@ def feature_stats(store: FeatureStore, max_images: int | None = None) -> tuple[n
     x = np.concatenate([r.feats[r.mask] for r in (store[i] for i in ids)]) if ids else np.zeros((0, store.dim), np.float32)
     if len(x) == 0: raise ValueError(f"the store {store.path} has no real regions to measure")
     return x.mean(0), x.std(0) + 1e-6
-
-# %% ../nbs/00_features.ipynb #a8ac728b
-import torch.nn.functional as F
 
 # %% ../nbs/00_features.ipynb #7d59bd09
 def linear_probe(x_train, y_train, x_test, y_test, l2=1e-3, steps=100) -> float:
