@@ -42,8 +42,8 @@ def checkpoint_dir(ckpt) -> Path:
     if not path.is_dir(): raise FileNotFoundError(f"checkpoint folder {path} not found: give a folder written by "
                                                   f"simplelxmert_train / ITMModel.save_pretrained, or 'toy'")
     missing = [f for f in CHECKPOINT_FILES if not (path/f).exists()]
-    if missing: raise FileNotFoundError(f"{path} is not a complete checkpoint: missing {', '.join(missing)} "
-                                        f"(a checkpoint holds {', '.join(CHECKPOINT_FILES)})")
+    if missing: raise FileNotFoundError(f"{path} is not a complete checkpoint: missing {', '.join(missing)} (a checkpoint "
+                                        f"holds {', '.join(CHECKPOINT_FILES)}): give the whole folder simplelxmert_train wrote")
     return path
 
 # %% ../nbs/05_inference.ipynb #pred_cls
@@ -78,7 +78,8 @@ def from_pretrained(cls: Predictor, ckpt="toy", device=None) -> Predictor:
     extractor = make_extractor(meta, device="cpu") if meta else None
     dim = model.lxmert.config.visual_feat_dim
     if extractor is not None and extractor.dim != dim:
-        raise ValueError(f"{path}: its extractor {meta} makes {extractor.dim}-d features but the model reads {dim}-d ones")
+        raise ValueError(f"{path}: its extractor {meta} makes {extractor.dim}-d features but the model reads {dim}-d ones: "
+                         f"use the config.json saved with these weights")
     return cls(model, load_tokenizer(path/"tokenizer"), extractor, config.get("max_len", 50), device)
 
 # %% ../nbs/05_inference.ipynb #fb5bf771
