@@ -65,6 +65,8 @@ def run(name, model, text, vis, repeats, batch_size):
         diff = np.abs(out[k] - out["naive"]).max()
         print(f"  {k:<30} wall {best[k]:6.2f} s {M * N / best[k]:7.0f} pairs/s x{best['naive'] / best[k]:.2f} | "
               f"CPU {cpu[k]:6.2f} s {M * N / cpu[k]:7.0f} pairs/s x{cpu['naive'] / cpu[k]:.2f} | max|diff| {diff:.1e}")
+    worst = max(np.abs(out[k] - out["naive"]).max() for k in paths)
+    if worst > 1e-4: raise SystemExit(f"bench_retrieval: a cached path differs from the naive one by {worst:.1e} (> 1e-4)")
     k = "cached, [CLS]-only last layer"
     return best["naive"] / best[k], cpu["naive"] / cpu[k]
 
