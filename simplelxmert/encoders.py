@@ -262,17 +262,20 @@ class LXMERT(nn.Module):
 # %% ../nbs/03_encoders.ipynb #a7fcd649
 @patch
 def _masks(self:LXMERT, attention_mask, visual_mask):
+    "Both keep-masks as additive masks `[B,1,1,S]` in the model's dtype (None stays None)."
     dtype = self.pooler.dense.weight.dtype
     return as_additive_mask(attention_mask, dtype), as_additive_mask(visual_mask, dtype)
 
 @patch
 def _check_ids(self:LXMERT, input_ids):
+    "Token ids must index the word table."
     if input_ids.numel() and int(input_ids.max()) >= self.config.vocab_size:
         raise ValueError(f"token id {int(input_ids.max())} is outside the vocabulary ({self.config.vocab_size} ids): "
                          "the tokenizer and LXMERTConfig.vocab_size do not match")
 
 @patch
 def _check_regions(self:LXMERT, visual_feats, visual_pos):
+    "Region features `[B,K,F]` and boxes `[B,K,4]` of the configured widths."
     c = self.config
     if visual_feats is None or visual_pos is None: raise ValueError("LXMERT needs visual_feats [B, K, F] and visual_pos [B, K, 4]")
     if visual_feats.dim() != 3 or visual_pos.shape[:2] != visual_feats.shape[:2] or visual_pos.size(-1) != c.visual_pos_dim:
@@ -284,11 +287,13 @@ def _check_regions(self:LXMERT, visual_feats, visual_pos):
 # %% ../nbs/03_encoders.ipynb #c7d7c555
 @patch
 def _language(self:LXMERT, input_ids, lang_mask, token_type_ids, output_attentions):
+    "Embeddings and language layers with an additive mask → (`[B,T,D]`, maps or None)."
     self._check_ids(input_ids)
     return _run_stack(self.encoder.layer, self.embeddings(input_ids, token_type_ids), lang_mask, output_attentions)
 
 @patch
 def _vision(self:LXMERT, visual_feats, visual_pos, vis_mask, output_attentions):
+    "Visual embeddings and object layers with an additive mask → (`[B,K,D]`, maps or None)."
     self._check_regions(visual_feats, visual_pos)
     return _run_stack(self.encoder.r_layers, self.encoder.visn_fc(visual_feats, visual_pos), vis_mask, output_attentions)
 
