@@ -18,15 +18,19 @@ spread printed), where slow drifts of the machine's speed cancel. Both wall-cloc
 are measured: on a shared machine with --threads 1, CPU time does not count the time the process waited for a core,
 so it is the steadier figure of the work each step costs. The step's achieved GFLOP/s (FLOPs counted by torch.utils.flop_counter,
 per path) is printed next to a large float32 matmul's on the same machine, and chapter 02's dropout (its mask made of
-15-bit random integers, four to a 64-bit draw) is timed against the same dropout with a mask drawn by torch.rand (a
+15-bit random integers, four to a 64-bit draw: appendix A2) is timed against the same dropout with a mask drawn by torch.rand (a
 32-bit draw per number) and against F.dropout (PyTorch's Bernoulli sampler) on one [real words, hidden] tensor.
 Last, torch.profiler splits five more steps of each contender (the last AdamW timed; alternating again) into where
 the time goes: the dense layers' matrix products (with their GFLOP/s, from the FLOP count of those products alone),
 attention's batched products, the dropout masks' random numbers, AdamW, the embedding table's dense gradient, the rest.
 
-    python bench/bench_model.py --threads 1 [--batch 32] [--tokens 50] [--boxes 36] [--repeats 9] [--adamw both|plain|fused] [--device cpu]
+    python bench/bench_model.py --threads 1 [--batch 32] [--tokens 50] [--boxes 36] [--repeats 9] [--adamw both|plain|fused] [--device cpu] [--save FILE.json]
+
+It prints its tables (Markdown) and, with --save, writes every figure to a JSON file; appendix A2 shows the tables of
+bench/results/bench_model.json, written by the command recorded in it (`report` renders them).
 """
-import argparse, statistics, time
+import argparse, json, os, statistics, sys, time
+from pathlib import Path
 from collections import Counter
 import torch, torch.profiler
 import torch.nn as nn
@@ -34,7 +38,7 @@ import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 import transformers
 from simplelxmert.attention import dropout
-from simplelxmert.encoders import LXMERT, LXMERTConfig
+from simplelxmert.encoders import LXMERT, LXMERTConfig, hf_inputs
 
 
 def make_batch(config, B, T, K, device, seed=0):
@@ -49,11 +53,6 @@ def make_batch(config, B, T, K, device, seed=0):
                  visual_mask=torch.ones(B, K, dtype=torch.long))
     labels = torch.randint(0, 2, (B,), generator=g).float()
     return {k: v.to(device) for k, v in batch.items()}, labels.to(device)
-
-
-def hf_inputs(batch):
-    "Hugging Face names the visual mask `visual_attention_mask`."
-    b = dict(batch); b["visual_attention_mask"] = b.pop("visual_mask"); return b
 
 
 def sync(device):
@@ -159,6 +158,89 @@ def interleaved_breakdowns(fns, rounds):
     return {k: {c: v / rounds for c, v in s.items()} for k, s in sums.items()}
 
 
+NAMES = {"hf": "Hugging Face", "ours pooled_only": "ours, `pooled_only`", "ours full": "ours, full outputs"}
+ADAMW = {"fused": "fused AdamW (chapter 04's)", "plain": "for-loop AdamW (a CPU's default)"}
+
+
+def run(args, command):
+    "Time, count and profile every contender → a dict of plain numbers (JSON-ready); `report` renders it."
+    if args.threads: torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    config = LXMERTConfig()
+    torch.manual_seed(0)
+    hf = transformers.LxmertModel(config.to_hf()).to(device)
+    ours = LXMERT.from_hf(hf).to(device)
+    heads = {k: nn.Linear(config.hidden_size, 1).to(device) for k in NAMES}
+    for h in heads.values(): h.load_state_dict(heads["hf"].state_dict())
+    batch, labels = make_batch(config, args.batch, args.tokens, args.boxes, device)
+    pooled = {"hf": lambda: hf(**hf_inputs(batch)).pooled_output,
+              "ours pooled_only": lambda: ours(**batch, pooled_only=True).pooled_output,
+              "ours full": lambda: ours(**batch).pooled_output}
+    models = {"hf": hf, "ours pooled_only": ours, "ours full": ours}
+    adamws = ["fused", "plain"] if args.adamw == "both" else [args.adamw]
+    steps = {(k, a): make_step(models[k], heads[k], pooled[k], labels, a == "fused") for a in adamws for k in pooled}
+    evals = {k: make_eval(models[k], pooled[k]) for k in pooled}
+    for fns in (steps, evals):                       # warm up
+        for f in fns.values(): f(); f()
+    step_t, step_cpu, step_all = interleaved_medians(steps, args.repeats, device)
+    eval_t, eval_cpu, _ = interleaved_medians(evals, args.repeats, device)
+    counts = {k: flop_counts(steps[k, adamws[0]]) for k in pooled}        # the same whichever AdamW
+    n_real = int(batch["attention_mask"].sum())
+    per_adamw = lambda d: {a: {k: d[k, a] for k in pooled} for a in adamws}
+    return dict(command=command, cpus=os.cpu_count(), threads=torch.get_num_threads(), device=str(device),
+                torch=torch.__version__, transformers=transformers.__version__, batch=args.batch, tokens=args.tokens,
+                real_words=n_real, boxes=args.boxes, repeats=args.repeats,
+                parameters=sum(p.numel() for p in ours.parameters()),
+                step=per_adamw(step_t), step_cpu=per_adamw(step_cpu), step_rounds=per_adamw(step_all),
+                eval=eval_t, eval_cpu=eval_cpu, flops={k: sum(c.values()) for k, c in counts.items()},
+                category_flops={k: category_flops(c) for k, c in counts.items()}, matmul_gflops=matmul_gflops(device),
+                dropout=dropout_ms((n_real, config.hidden_size), config.hidden_dropout_prob, args.repeats, device),
+                breakdown_adamw=adamws[0], breakdown=interleaved_breakdowns({k: steps[k, adamws[0]] for k in pooled}, rounds=5))
+
+
+def per_round(r, adamw):
+    "The ratio HF / ours pooled_only within each round of `r['step_rounds']`: (median, middle half low, high)."
+    rounds = r["step_rounds"][adamw]
+    x = sorted(h / o for h, o in zip(rounds["hf"], rounds["ours pooled_only"]))
+    return statistics.median(x), x[len(x) // 4], x[(3 * len(x)) // 4]
+
+
+def report(r):
+    "The results of `run` as Markdown: what ran where, the timing table, the time split, dropout's cost."
+    ours, threads = ("ours pooled_only", "ours full"), f"{r['threads']} thread" + ("s" if r["threads"] > 1 else "")
+    lines = [f"`{r['command']}`: on a {r['cpus']}-core CPU ({r['device']}, {threads}; torch {r['torch']}, transformers "
+             f"{r['transformers']}), the seed configuration ({r['parameters'] / 1e6:.1f}M parameters), medians of "
+             f"{r['repeats']} rounds that alternate the contenders.", "",
+             f"| {r['batch']} pairs × {r['tokens']} tokens ({r['real_words']:,} real) × {r['boxes']} boxes | "
+             + " | ".join(NAMES.values()) + " |", "|---|---|---|---|"]
+    def cells(t):
+        return [f"{t['ours pooled_only']:.2f} s: **{t['hf'] / t['ours pooled_only']:.2f}×**", f"{t['ours full']:.2f} s: {t['hf'] / t['ours full']:.2f}×"]
+    cpu = "| … its CPU time (the process's; no waiting for a core) | {:.2f} s | {} |"
+    for a, t in r["step"].items():
+        (med, lo, hi), c = per_round(r, a), cells(t)
+        c[0] += f" (per round: median {med:.2f}×, middle half {lo:.2f}–{hi:.2f}×)"
+        lines.append(f"| training step, {ADAMW[a]} | {t['hf']:.2f} s | " + " | ".join(c) + " |")
+        lines.append(cpu.format(r["step_cpu"][a]["hf"], " | ".join(cells(r["step_cpu"][a]))))
+    lines += [f"| eval forward | {r['eval']['hf']:.2f} s | " + " | ".join(cells(r["eval"])) + " |",
+              cpu.format(r["eval_cpu"]["hf"], " | ".join(cells(r["eval_cpu"]))), ""]
+    lines += [f"| where a training step's time goes, ms ({r['breakdown_adamw']} AdamW; profiler overhead included) | "
+              + " | ".join(NAMES.values()) + " | HF / `pooled_only` |", "|---|---|---|---|---|"]
+    split, cf = r["breakdown"], r["category_flops"]
+    for c in split["hf"]:
+        row = []
+        for k in NAMES:
+            t, g = split[k][c], cf[k].get(c)
+            row.append(f"{t:.0f}" + (f" ({g / 1e9:.1f} GFLOP at {g / t / 1e6:.1f} GFLOP/s)" if g else ""))
+        ratio = split["hf"][c] / split["ours pooled_only"][c] if split["ours pooled_only"][c] > 0 else float("nan")
+        lines.append(f"| {c} | " + " | ".join(row) + f" | {ratio:.2f}× |")
+    d = r["dropout"]
+    lines += ["", "A training step's FLOPs: " + "; ".join(f"{NAMES[k]} {v / 1e9:.1f} GFLOP" for k, v in r["flops"].items())
+              + f". A 2048³ float32 matmul: {r['matmul_gflops']:.0f} GFLOP/s. Dropout (p = 0.1) on a [{r['real_words']:,}, 256] tensor, "
+              f"ms per call: 15-bit mask {d['ours']:.2f}, `torch.rand` mask {d['torch.rand']:.2f} ({d['torch.rand'] / d['ours']:.1f}×), "
+              f"`F.dropout` {d['F.dropout']:.2f} ({d['F.dropout'] / d['ours']:.1f}×)."]
+    return "\n".join(lines)
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--batch", type=int, default=32); p.add_argument("--tokens", type=int, default=50)
@@ -167,64 +249,16 @@ def main(argv=None):
     p.add_argument("--adamw", choices=["both", "plain", "fused"], default="both",
                    help="AdamW implementation(s) to time, the same for every model (fused: chapter 04's; plain: torch's CPU default)")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--save", default=None, metavar="FILE.json", help="also write every figure to this JSON file")
+    argv = sys.argv[1:] if argv is None else argv
     args = p.parse_args(argv)
-    if args.threads: torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
-    config = LXMERTConfig()
-    torch.manual_seed(0)
-    hf = transformers.LxmertModel(config.to_hf()).to(device)
-    ours = LXMERT.from_hf(hf).to(device)
-    heads = {k: nn.Linear(config.hidden_size, 1).to(device) for k in ("hf", "ours pooled_only", "ours full")}
-    for h in heads.values(): h.load_state_dict(heads["hf"].state_dict())
-    batch, labels = make_batch(config, args.batch, args.tokens, args.boxes, device)
-    pooled = {"hf": lambda: hf(**hf_inputs(batch)).pooled_output,
-              "ours pooled_only": lambda: ours(**batch, pooled_only=True).pooled_output,
-              "ours full": lambda: ours(**batch).pooled_output}
-    models = {"hf": hf, "ours pooled_only": ours, "ours full": ours}
-    adamws = ["plain", "fused"] if args.adamw == "both" else [args.adamw]
-    steps = {(k, a): make_step(models[k], heads[k], pooled[k], labels, a == "fused") for a in adamws for k in pooled}
-    evals = {k: make_eval(models[k], pooled[k]) for k in pooled}
-    print(f"device {device}, threads {torch.get_num_threads()}, torch {torch.__version__}, transformers {transformers.__version__}")
-    print(f"batch {args.batch} x {args.tokens} tokens (lengths 8..{args.tokens}, {int(batch['attention_mask'].sum())} real) x "
-          f"{args.boxes} boxes, {sum(p.numel() for p in ours.parameters()) / 1e6:.1f}M parameters; HF attention: "
-          f"{getattr(hf.config, '_attn_implementation', None)!r} (LXMERT's modeling code has no SDPA path)")
-    for fns in (steps, evals):                       # warm up
-        for f in fns.values(): f(); f()
-    step_t, step_cpu, step_all = interleaved_medians(steps, args.repeats, device)
-    eval_t, eval_cpu, eval_all = interleaved_medians(evals, args.repeats, device)
-    counts = {k: flop_counts(steps[k, adamws[0]]) for k in pooled}        # the same whichever AdamW
-    flops = {k: sum(c.values()) for k, c in counts.items()}
-    by_category = {k: category_flops(c) for k, c in counts.items()}
-    mm = matmul_gflops(device)
-    n_real = int(batch["attention_mask"].sum())
-    drop = dropout_ms((n_real, config.hidden_size), config.hidden_dropout_prob, args.repeats, device)
-    ours_keys = ("ours pooled_only", "ours full")
-    print(f"{'':26s}{'HF':>9s}" + "".join(f"{k:>18s}{'HF/' + k.split()[1]:>16s}" for k in ours_keys))
-    rows = [(f"train step, AdamW {a}", {k: step_t[k, a] for k in pooled}, {k: step_cpu[k, a] for k in pooled}) for a in adamws]
-    rows.append(("eval forward", eval_t, eval_cpu))
-    for name, wall, cpu in rows:
-        for label, t in ((name, wall), ("  (CPU time)", cpu)):
-            print(f"{label:26s}{t['hf']*1e3:7.0f}ms" + "".join(f"{t[k]*1e3:16.0f}ms{t['hf']/t[k]:15.2f}x" for k in ours_keys))
-    a = adamws[-1]
-    print(f"train step GFLOP (GFLOP/s with AdamW {a}): " + ", ".join(f"{k} {flops[k]/1e9:.1f} ({flops[k]/step_t[k, a]/1e9:.1f})" for k in pooled)
-          + f"; {2048}^3 float32 matmul: {mm:.1f} GFLOP/s")
-    print(f"dropout, [{n_real}, {config.hidden_size}] p={config.hidden_dropout_prob}, ms per call: ours (15-bit integers) {drop['ours']:.2f}, "
-          f"mask from torch.rand {drop['torch.rand']:.2f} ({drop['torch.rand'] / drop['ours']:.2f}x), F.dropout {drop['F.dropout']:.2f} ({drop['F.dropout'] / drop['ours']:.2f}x)")
-    for opt in adamws:                              # the ratio within each round: the machine's drifts cancel
-        r = sorted(h / o for h, o in zip(step_all["hf", opt], step_all["ours pooled_only", opt]))
-        print(f"HF/pooled_only per round, AdamW {opt}: median {statistics.median(r):.2f}x, middle half "
-              f"{r[len(r) // 4]:.2f}-{r[(3 * len(r)) // 4]:.2f}x, all {r[0]:.2f}-{r[-1]:.2f}x")
-    print("all step times (s):", {" / ".join(k): [round(t, 2) for t in v] for k, v in step_all.items()})
-    split = interleaved_breakdowns({k: steps[k, a] for k in pooled}, rounds=5)
-    print(f"where a training step's time goes (AdamW {a}; torch.profiler, ms per step, profiler overhead included):")
-    print(f"{'':30s}" + "".join(f"{k:>18s}" for k in pooled) + f"{'HF/pooled_only':>16s}")
-    for c in split["hf"]:
-        t = {k: split[k][c] for k in pooled}
-        print(f"{c:30s}" + "".join(f"{t[k]:16.0f}ms" for k in pooled) + (f"{t['hf'] / t['ours pooled_only']:15.2f}x" if t["ours pooled_only"] > 0 else ""))
-    for c in by_category["hf"]:                     # the categories that do FLOPs: their rate
-        print(f"{c}: " + ", ".join(f"{k} {by_category[k].get(c, 0) / 1e9:.2f} GFLOP at {by_category[k].get(c, 0) / split[k][c] / 1e6:.1f} GFLOP/s"
-                                   for k in pooled))
-    return dict(step=step_t, step_cpu=step_cpu, eval=eval_t, eval_cpu=eval_cpu, flops=flops, dropout=drop, breakdown=split, category_flops=by_category)
+    results = run(args, " ".join(["python bench/bench_model.py", *argv]))
+    print(report(results))
+    print("all step times (s):", {f"{k} / {a}": [round(t, 2) for t in v] for a, d in results["step_rounds"].items() for k, v in d.items()})
+    if args.save:
+        Path(args.save).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.save).write_text(json.dumps(results, indent=1) + "\n")
+    return results
 
 
 if __name__ == "__main__":

@@ -4,17 +4,20 @@
 
 # %% ../nbs/03_encoders.ipynb #eca4db85
 from __future__ import annotations
-import math
+import math, numbers, reprlib
 from dataclasses import dataclass, asdict, fields
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from fastcore.basics import patch
 from .attention import MultiHeadAttention, Dropout, as_additive_mask
+from .fast import PackedRows, cls_self_attention, pooled_only_forward   # appendix A2's fast paths (re-exported)
 
 # %% auto #0
-__all__ = ['LXMERTConfig', 'LanguageEmbeddings', 'VisualEmbeddings', 'AddNorm', 'Intermediate', 'SelfAttentionSublayer',
-           'CrossAttentionSublayer', 'TransformerLayer', 'CrossModalityLayer', 'Pooler', 'Encoders', 'LXMERTOutput',
-           'LXMERT', 'PackedRows', 'cls_self_attention', 'randomize_weights_', 'random_batch', 'compare_with_hf']
+__all__ = ['CONFIG_BOUNDS', 'CONFIG_REALS', 'LXMERTConfig', 'LanguageEmbeddings', 'VisualEmbeddings', 'AddNorm', 'Intermediate',
+           'SelfAttentionSublayer', 'CrossAttentionSublayer', 'TransformerLayer', 'CrossModalityLayer', 'Pooler',
+           'Encoders', 'LXMERTOutput', 'LXMERT', 'randomize_weights_', 'random_batch', 'hf_inputs', 'compare_with_hf',
+           'PackedRows', 'cls_self_attention']
 
 # %% ../nbs/03_encoders.ipynb #bee15450
 @dataclass
@@ -36,9 +39,7 @@ class LXMERTConfig:
     layer_norm_eps: float = 1e-12
     initializer_range: float = 0.02
 
-    def __post_init__(self):
-        if self.hidden_size % self.num_attention_heads:
-            raise ValueError(f"hidden_size {self.hidden_size} must be a multiple of num_attention_heads {self.num_attention_heads}")
+    def __post_init__(self): self.validate()
 
     @classmethod
     def paper(cls, **kw):
@@ -56,18 +57,28 @@ class LXMERTConfig:
         if unknown and strict: raise ValueError(f"LXMERTConfig.from_dict: unknown keys {sorted(unknown)}; known keys are {sorted(names)}")
         return cls(**{k: v for k, v in d.items() if k in names})
 
-    def to_hf(self):
-        "The same sizes as a `transformers.LxmertConfig`."
-        import transformers
-        if self.layer_norm_eps != 1e-12: raise ValueError("Hugging Face's LXMERT hard-codes layer_norm_eps=1e-12; this config cannot be converted")
-        d = self.to_dict(); d.pop("layer_norm_eps")
-        return transformers.LxmertConfig(**d, hidden_act="gelu")
+# %% ../nbs/03_encoders.ipynb #97a5824f
+CONFIG_BOUNDS = dict(vocab_size=(1, 10_000_000), hidden_size=(1, 16_384), num_attention_heads=(1, 1_024),
+                     intermediate_size=(1, 65_536), l_layers=(0, 64), r_layers=(0, 64), x_layers=(0, 64),
+                     visual_feat_dim=(1, 65_536), visual_pos_dim=(1, 64), max_position_embeddings=(1, 65_536),
+                     type_vocab_size=(1, 1_024))
+CONFIG_REALS = dict(hidden_dropout_prob=("in [0, 1)", lambda v: 0 <= v < 1),
+                    attention_probs_dropout_prob=("in [0, 1)", lambda v: 0 <= v < 1),
+                    layer_norm_eps=("in (0, 1]", lambda v: 0 < v <= 1), initializer_range=("in [0, 1]", lambda v: 0 <= v <= 1))
 
-    @classmethod
-    def from_hf(cls, hf_config):
-        "Read the sizes of a `transformers.LxmertConfig`."
-        if hf_config.hidden_act != "gelu": raise ValueError(f"only hidden_act='gelu' is supported, got {hf_config.hidden_act!r}")
-        return cls(**{f.name: getattr(hf_config, f.name) for f in fields(cls) if f.name != "layer_norm_eps"})
+@patch
+def validate(self:LXMERTConfig):
+    "Refuse sizes no model can have, with a one-line `ValueError` naming the field."
+    for name, (lo, hi) in CONFIG_BOUNDS.items():
+        v = getattr(self, name)
+        if isinstance(v, bool) or not isinstance(v, numbers.Integral) or not lo <= v <= hi:
+            raise ValueError(f"LXMERTConfig.{name} must be a whole number from {lo:,} to {hi:,}, got {reprlib.repr(v)}")
+    for name, (says, ok) in CONFIG_REALS.items():
+        v = getattr(self, name)
+        if isinstance(v, bool) or not isinstance(v, numbers.Real) or not ok(v):   # NaN fails every comparison
+            raise ValueError(f"LXMERTConfig.{name} must be a number {says}, got {reprlib.repr(v)}")
+    if self.hidden_size % self.num_attention_heads:
+        raise ValueError(f"LXMERTConfig.hidden_size {self.hidden_size} must be a multiple of num_attention_heads {self.num_attention_heads}")
 
 # %% ../nbs/03_encoders.ipynb #ae41b283
 class LanguageEmbeddings(nn.Module):
@@ -131,6 +142,7 @@ class Intermediate(nn.Module):
 
     def forward(self, x): return F.gelu(self.dense(x))
 
+# %% ../nbs/03_encoders.ipynb #b418ec62
 class SelfAttentionSublayer(nn.Module):
     "AddNorm(MultiHeadAttention(x, x), x). Returns (output, attention weights or None)."
     def __init__(self, config):
@@ -153,6 +165,7 @@ class CrossAttentionSublayer(nn.Module):
         h, weights = self.att(x, context, context_mask, output_attentions)
         return self.output(h, x), weights
 
+# %% ../nbs/03_encoders.ipynb #2f98a46f
 class TransformerLayer(nn.Module):
     "One post-LN transformer layer: self-attention sublayer, then feed-forward sublayer."
     def __init__(self, config):
@@ -246,209 +259,119 @@ class LXMERT(nn.Module):
         elif isinstance(m, nn.LayerNorm):
             nn.init.ones_(m.weight); nn.init.zeros_(m.bias)
 
-    def _masks(self, attention_mask, visual_mask):
-        dtype = self.pooler.dense.weight.dtype
-        return as_additive_mask(attention_mask, dtype), as_additive_mask(visual_mask, dtype)
+# %% ../nbs/03_encoders.ipynb #a7fcd649
+@patch
+def _masks(self:LXMERT, attention_mask, visual_mask):
+    "Both keep-masks as additive masks `[B,1,1,S]` in the model's dtype (None stays None)."
+    dtype = self.pooler.dense.weight.dtype
+    return as_additive_mask(attention_mask, dtype), as_additive_mask(visual_mask, dtype)
 
-    def _check_ids(self, input_ids):
-        if input_ids.numel() and int(input_ids.max()) >= self.config.vocab_size:
-            raise ValueError(f"token id {int(input_ids.max())} is outside the vocabulary ({self.config.vocab_size} ids): "
-                             "the tokenizer and LXMERTConfig.vocab_size do not match")
+@patch
+def _check_ids(self:LXMERT, input_ids):
+    "Token ids must index the word table."
+    if input_ids.numel() and int(input_ids.max()) >= self.config.vocab_size:
+        raise ValueError(f"token id {int(input_ids.max())} is outside the vocabulary ({self.config.vocab_size} ids): "
+                         "the tokenizer and LXMERTConfig.vocab_size do not match")
 
-    def _check_regions(self, visual_feats, visual_pos):
-        c = self.config
-        if visual_feats is None or visual_pos is None: raise ValueError("LXMERT needs visual_feats [B, K, F] and visual_pos [B, K, 4]")
-        if visual_feats.dim() != 3 or visual_pos.shape[:2] != visual_feats.shape[:2] or visual_pos.size(-1) != c.visual_pos_dim:
-            raise ValueError(f"visual_feats must be [B, K, {c.visual_feat_dim}] and visual_pos [B, K, {c.visual_pos_dim}]; got {tuple(visual_feats.shape)} and {tuple(visual_pos.shape)}")
-        if visual_feats.size(-1) != c.visual_feat_dim:
-            raise ValueError(f"region features are {visual_feats.size(-1)}-d but the model expects {c.visual_feat_dim}-d: "
-                             f"build it with LXMERTConfig(visual_feat_dim={visual_feats.size(-1)}) or use the matching feature store")
+@patch
+def _check_regions(self:LXMERT, visual_feats, visual_pos):
+    "Region features `[B,K,F]` and boxes `[B,K,4]` of the configured widths."
+    c = self.config
+    if visual_feats is None or visual_pos is None: raise ValueError("LXMERT needs visual_feats [B, K, F] and visual_pos [B, K, 4]")
+    if visual_feats.dim() != 3 or visual_pos.shape[:2] != visual_feats.shape[:2] or visual_pos.size(-1) != c.visual_pos_dim:
+        raise ValueError(f"visual_feats must be [B, K, {c.visual_feat_dim}] and visual_pos [B, K, {c.visual_pos_dim}]; got {tuple(visual_feats.shape)} and {tuple(visual_pos.shape)}")
+    if visual_feats.size(-1) != c.visual_feat_dim:
+        raise ValueError(f"region features are {visual_feats.size(-1)}-d but the model expects {c.visual_feat_dim}-d: "
+                         f"build it with LXMERTConfig(visual_feat_dim={visual_feats.size(-1)}) or use the matching feature store")
 
-    def _language(self, input_ids, lang_mask, token_type_ids, output_attentions):
-        self._check_ids(input_ids)
-        return _run_stack(self.encoder.layer, self.embeddings(input_ids, token_type_ids), lang_mask, output_attentions)
+# %% ../nbs/03_encoders.ipynb #c7d7c555
+@patch
+def _language(self:LXMERT, input_ids, lang_mask, token_type_ids, output_attentions):
+    "Embeddings and language layers with an additive mask → (`[B,T,D]`, maps or None)."
+    self._check_ids(input_ids)
+    return _run_stack(self.encoder.layer, self.embeddings(input_ids, token_type_ids), lang_mask, output_attentions)
 
-    def _vision(self, visual_feats, visual_pos, vis_mask, output_attentions):
-        self._check_regions(visual_feats, visual_pos)
-        return _run_stack(self.encoder.r_layers, self.encoder.visn_fc(visual_feats, visual_pos), vis_mask, output_attentions)
+@patch
+def _vision(self:LXMERT, visual_feats, visual_pos, vis_mask, output_attentions):
+    "Visual embeddings and object layers with an additive mask → (`[B,K,D]`, maps or None)."
+    self._check_regions(visual_feats, visual_pos)
+    return _run_stack(self.encoder.r_layers, self.encoder.visn_fc(visual_feats, visual_pos), vis_mask, output_attentions)
 
-    def encode_language(self, input_ids, attention_mask=None, token_type_ids=None):
-        "Text embeddings and language layers: input_ids `[B,T]` → `[B,T,D]`."
-        return self._language(input_ids, as_additive_mask(attention_mask, self.pooler.dense.weight.dtype), token_type_ids, False)[0]
+@patch
+def encode_language(self:LXMERT, input_ids, attention_mask=None, token_type_ids=None):
+    "Text embeddings and language layers: input_ids `[B,T]` → `[B,T,D]`."
+    return self._language(input_ids, as_additive_mask(attention_mask, self.pooler.dense.weight.dtype), token_type_ids, False)[0]
 
-    def encode_vision(self, visual_feats, visual_pos, visual_mask=None):
-        "Visual embeddings and object-relationship layers: feats `[B,K,F]`, boxes `[B,K,4]` → `[B,K,D]`."
-        return self._vision(visual_feats, visual_pos, as_additive_mask(visual_mask, self.pooler.dense.weight.dtype), False)[0]
+@patch
+def encode_vision(self:LXMERT, visual_feats, visual_pos, visual_mask=None):
+    "Visual embeddings and object-relationship layers: feats `[B,K,F]`, boxes `[B,K,4]` → `[B,K,D]`."
+    return self._vision(visual_feats, visual_pos, as_additive_mask(visual_mask, self.pooler.dense.weight.dtype), False)[0]
 
-    def cross(self, lang, vis, attention_mask=None, visual_mask=None, output_attentions=False):
-        "Cross-modality layers and pooler on encoded language `[B,T,D]` and vision `[B,K,D]` → `LXMERTOutput`."
-        lang_mask, vis_mask = self._masks(attention_mask, visual_mask)
-        l2v_maps, v2l_maps = [], []
-        for layer in self.encoder.x_layers:
-            lang, vis, l2v, v2l = layer(lang, vis, lang_mask, vis_mask, output_attentions)
-            l2v_maps.append(l2v); v2l_maps.append(v2l)
-        out = LXMERTOutput(lang, vis, self.pooler(lang))
-        if output_attentions: out.cross_l2v_attentions, out.cross_v2l_attentions = tuple(l2v_maps), tuple(v2l_maps)
-        return out
+# %% ../nbs/03_encoders.ipynb #a194ca6b
+@patch
+def cross(self:LXMERT, lang, vis, attention_mask=None, visual_mask=None, output_attentions=False):
+    "Cross-modality layers and pooler on encoded language `[B,T,D]` and vision `[B,K,D]` → `LXMERTOutput`."
+    lang_mask, vis_mask = self._masks(attention_mask, visual_mask)
+    l2v_maps, v2l_maps = [], []
+    for layer in self.encoder.x_layers:
+        lang, vis, l2v, v2l = layer(lang, vis, lang_mask, vis_mask, output_attentions)
+        l2v_maps.append(l2v); v2l_maps.append(v2l)
+    out = LXMERTOutput(lang, vis, self.pooler(lang))
+    if output_attentions: out.cross_l2v_attentions, out.cross_v2l_attentions = tuple(l2v_maps), tuple(v2l_maps)
+    return out
 
-    def forward(self, input_ids, attention_mask=None, token_type_ids=None, visual_feats=None, visual_pos=None,
-                visual_mask=None, output_attentions=False, pooled_only=False):
-        """Encode a batch of (sentence, image regions) pairs → `LXMERTOutput`. With `pooled_only=True` only the pooled
-        output is computed (the faster path of "Only what the matching loss needs" below; the other outputs are None)."""
-        if pooled_only:
-            if output_attentions: raise ValueError("pooled_only=True computes no attention maps; ask for one or the other")
-            return LXMERTOutput(None, None, self._pooled_only(input_ids, attention_mask, token_type_ids, visual_feats, visual_pos, visual_mask))
-        self._check_regions(visual_feats, visual_pos)
-        lang_mask, vis_mask = self._masks(attention_mask, visual_mask)
-        lang, lang_maps = self._language(input_ids, lang_mask, token_type_ids, output_attentions)
-        vis, vis_maps = self._vision(visual_feats, visual_pos, vis_mask, output_attentions)
-        out = self.cross(lang, vis, lang_mask, vis_mask, output_attentions)
-        out.language_attentions, out.vision_attentions = lang_maps, vis_maps
-        return out
+# %% ../nbs/03_encoders.ipynb #49cdfc06
+@patch
+def forward(self:LXMERT, input_ids, attention_mask=None, token_type_ids=None, visual_feats=None, visual_pos=None,
+            visual_mask=None, output_attentions=False, pooled_only=False):
+    """Encode a batch of (sentence, image regions) pairs → `LXMERTOutput`. With `pooled_only=True` only the pooled
+    output is computed (appendix A2's `pooled_only_forward`; the other outputs are None)."""
+    if pooled_only:
+        if output_attentions: raise ValueError("pooled_only=True computes no attention maps; ask for one or the other")
+        return LXMERTOutput(None, None, pooled_only_forward(self, input_ids, attention_mask, token_type_ids, visual_feats, visual_pos, visual_mask))
+    self._check_regions(visual_feats, visual_pos)
+    lang_mask, vis_mask = self._masks(attention_mask, visual_mask)
+    lang, lang_maps = self._language(input_ids, lang_mask, token_type_ids, output_attentions)
+    vis, vis_maps = self._vision(visual_feats, visual_pos, vis_mask, output_attentions)
+    out = self.cross(lang, vis, lang_mask, vis_mask, output_attentions)
+    out.language_attentions, out.vision_attentions = lang_maps, vis_maps
+    return out
 
-# %% ../nbs/03_encoders.ipynb #42a3d961
-class PackedRows:
-    "The real rows of a padded batch `[B,S,…]`, packed into `[N,…]` for token-wise layers, and the way back for attention."
-    def __init__(self, mask, B, S, device=None, dtype=torch.float32, keep_first=False):
-        "`mask`: None, a keep-mask `[B,S]` (1 = real) or an additive `[B,1,1,S]`; `keep_first`: always keep position 0."
-        self.B, self.S = B, S
-        self.key_mask = as_additive_mask(mask, dtype)                      # [B,1,1,S]: attention over these rows
-        rows = mask.bool() if mask is not None and mask.dim() == 2 else None
-        if rows is not None and not rows.any(1).all(): rows = None           # a row without any real key: keep everything
-        if rows is not None and keep_first: rows = rows.clone(); rows[:, 0] = True
-        if rows is not None and rows.all(): rows = None                      # nothing to skip
-        self.index = None if rows is None else rows.flatten().nonzero().squeeze(1)   # [N] flat positions kept
-        self.first = None
-        if keep_first:                                                       # [B] packed row of each position 0
-            self.first = torch.arange(B, device=device) * S if rows is None else (rows.flatten().cumsum(0) - 1).view(B, S)[:, 0]
+# %% ../nbs/03_encoders.ipynb #5d462f4b
+@patch
+def to_hf(self:LXMERTConfig):
+    "The same sizes as a `transformers.LxmertConfig`."
+    import transformers
+    if self.layer_norm_eps != 1e-12: raise ValueError("Hugging Face's LXMERT hard-codes layer_norm_eps=1e-12; this config cannot be converted")
+    d = self.to_dict(); d.pop("layer_norm_eps")
+    return transformers.LxmertConfig(**d, hidden_act="gelu")
 
-    def pack(self, x):
-        "`[B,S,…]` → `[N,…]`"
-        x = x.reshape(self.B * self.S, *x.shape[2:])
-        return x if self.index is None else x.index_select(0, self.index)
-
-    def pad(self, x):
-        "`[N,…]` → `[B,S,…]`, zeros at the rows left out"
-        if self.index is not None: x = x.new_zeros(self.B * self.S, *x.shape[1:]).index_copy_(0, self.index, x)
-        return x.view(self.B, self.S, *x.shape[1:])
-
-    def to_heads(self, x, heads, n=1):
-        """Packed projections `[N, n·D]` (n of them stacked, e.g. q|k|v) → n tensors of heads `[H,B,S,d]`, zeros at
-        the rows left out. Heads come first: the rows are scattered straight into the layout attention multiplies
-        in, one scatter for all n, with no transpose to copy afterwards."""
-        N, d = x.size(0), x.size(1) // (n * heads)
-        src = x.view(N, n, heads, d).permute(1, 2, 0, 3)                           # [n, H, N, d], a view
-        if self.index is None: out = src.contiguous()
-        else: out = x.new_zeros(n, heads, self.B * self.S, d).index_copy_(2, self.index, src)
-        return out.view(n, heads, self.B, self.S, d).unbind(0)
-
-    def from_heads(self, h):
-        "Attention output `[H,B,S,d]` → packed rows `[N, H·d]` (one gather)."
-        H, d = h.size(0), h.size(-1)
-        h = h.reshape(H, self.B * self.S, d).transpose(0, 1)                       # [B·S, H, d], a view
-        return (h if self.index is None else h.index_select(0, self.index)).reshape(-1, H * d)
-
-    @property
-    def head_mask(self):
-        "The additive key mask for heads-first attention: `[1,B,1,S]`."
-        return None if self.key_mask is None else self.key_mask.transpose(0, 1)
-
-# %% ../nbs/03_encoders.ipynb #35653775
-def _packed_attention(mha, rows, x, ctx_rows=None, ctx=None):
-    """Attention of packed rows `x` `[N,D]` over packed context rows `ctx` (`x` itself when None), in the heads-first
-    padded layout of `PackedRows.to_heads` → packed `[N,D]`, before the sublayer's output layer."""
-    if ctx is None: (q, k, v), ctx_rows = rows.to_heads(mha.projections(x, "qkv", split=False), mha.heads, 3), rows
-    else: (q,), (k, v) = (rows.to_heads(mha.projections(x, "q", split=False), mha.heads),
-                          ctx_rows.to_heads(mha.projections(ctx, "kv", split=False), mha.heads, 2))
-    h, _ = mha.attend(q, k, v, ctx_rows.head_mask, merge=False)                      # [H, B, S, d]
-    return rows.from_heads(h)
-
-def _packed_self_attention(sublayer, x, rows):
-    "A `SelfAttentionSublayer` on packed rows `[N,D]`: projections and AddNorm on the N rows, attention padded."
-    return sublayer.output(_packed_attention(sublayer.self, rows, x), x)    # [N, D]
-
-def _packed_layer(layer, x, rows):
-    "A `TransformerLayer` on packed rows."
-    h = _packed_self_attention(layer.attention, x, rows)
-    return layer.output(layer.intermediate(h), h)
-
-def _packed_cross_layer(layer, lang, vis, lang_rows, vis_rows):
-    "A `CrossModalityLayer` on packed rows: the same steps as its `forward`, each stream projected once for both directions."
-    xa, att = layer.visual_attention, layer.visual_attention.att
-    ql, kl, vl = lang_rows.to_heads(att.projections(lang, "qkv", split=False), att.heads, 3)   # [H, B, T, d] each
-    qv, kv, vv = vis_rows.to_heads(att.projections(vis, "qkv", split=False), att.heads, 3)     # [H, B, K, d] each
-    lang_x = xa.output(lang_rows.from_heads(att.attend(ql, kv, vv, vis_rows.head_mask, merge=False)[0]), lang)   # words attend to boxes
-    vis_x = xa.output(vis_rows.from_heads(att.attend(qv, kl, vl, lang_rows.head_mask, merge=False)[0]), vis)     # boxes attend to words
-    lang_s = _packed_self_attention(layer.lang_self_att, lang_x, lang_rows)
-    vis_s = _packed_self_attention(layer.visn_self_att, vis_x, vis_rows)
-    return layer.lang_output(layer.lang_inter(lang_s), lang_s), layer.visn_output(layer.visn_inter(vis_s), vis_s)
-
-def cls_self_attention(mha, cls, x, key_mask=None):
-    r"""One query's self-attention with $W_K$, $W_V$ moved to its side: $q \cdot (W_K x_t + b_K) =
-    (W_K^\top q) \cdot x_t + q \cdot b_K$, $\sum_t a_t (W_V x_t + b_V) = W_V \sum_t a_t x_t + b_V \sum_t a_t$; no word's
-    key or value is projected. `cls` `[B,D]` asks the words `x` `[B,S,D]` (additive `key_mask` `[B,1,1,S]`) → `[B,D]`,
-    before the sublayer's output layer."""
-    H, d = mha.heads, mha.head_dim
-    q = mha.query(cls).view(-1, H, d) / math.sqrt(d)                                # [B,H,d], scaled
-    qk = torch.einsum("bhd,hdc->bhc", q, mha.key.weight.view(H, d, -1))             # [B,H,D] = W_Kᵀq per head
-    scores = torch.einsum("bhc,bsc->bhs", qk, x) + (q * mha.key.bias.view(H, d)).sum(-1, keepdim=True)   # [B,H,S]
-    if key_mask is not None: scores = scores + key_mask[:, 0]
-    a = scores.softmax(-1)
-    a = mha.dropout(a)                                                              # attention dropout (training only)
-    z = torch.einsum("bhs,bsc->bhc", a, x)                                          # [B,H,D] = Σ_t a_t x_t per head
-    out = torch.einsum("bhc,hdc->bhd", z, mha.value.weight.view(H, d, -1)) + mha.value.bias.view(H, d) * a.sum(-1, keepdim=True)
-    return out.reshape(-1, H * d)
-
-def _cls_last_layer(layer, lang, vis, lang_rows, vis_rows):
-    "The last `CrossModalityLayer`, only as far as `[CLS]` needs it → `[B,D]`."
-    xa, sa = layer.visual_attention, layer.lang_self_att
-    lang_x = xa.output(_packed_attention(xa.att, lang_rows, lang, vis_rows, vis), lang)   # [N, D] every word attends to the boxes
-    cls = lang_x[lang_rows.first]                                                   # [B, D]
-    cls = sa.output(cls_self_attention(sa.self, cls, lang_rows.pad(lang_x), lang_rows.key_mask), cls)   # only [CLS] asks
-    return layer.lang_output(layer.lang_inter(cls), cls)                            # [B, D] FFN of [CLS] alone
-
-def _pooled_only(self, input_ids, attention_mask=None, token_type_ids=None, visual_feats=None, visual_pos=None, visual_mask=None):
-    "`forward(...).pooled_output`, computing only what it needs: real rows only, and the last cross layer for `[CLS]` alone."
-    self._check_ids(input_ids); self._check_regions(visual_feats, visual_pos)
-    (B, T), K, dtype = input_ids.shape, visual_feats.size(1), self.pooler.dense.weight.dtype
-    lang_rows = PackedRows(attention_mask, B, T, input_ids.device, dtype, keep_first=True)
-    vis_rows = PackedRows(visual_mask, B, K, input_ids.device, dtype)
-    positions = self.embeddings.positions(T, input_ids.device).expand(B, T)
-    types = None if token_type_ids is None else lang_rows.pack(token_type_ids)     # None: all zeros, as in the embeddings
-    lang = self.embeddings(lang_rows.pack(input_ids), types, lang_rows.pack(positions))   # [N_l, D] real words only
-    for layer in self.encoder.layer: lang = _packed_layer(layer, lang, lang_rows)
-    vis = self.encoder.visn_fc(vis_rows.pack(visual_feats), vis_rows.pack(visual_pos))   # [N_v, D]
-    for layer in self.encoder.r_layers: vis = _packed_layer(layer, vis, vis_rows)
-    if not len(self.encoder.x_layers): return self.pooler(lang[lang_rows.first][:, None])
-    *layers, last = self.encoder.x_layers
-    for layer in layers: lang, vis = _packed_cross_layer(layer, lang, vis, lang_rows, vis_rows)
-    return self.pooler(_cls_last_layer(last, lang, vis, lang_rows, vis_rows)[:, None])   # [B, D]
-
-LXMERT._pooled_only = _pooled_only
+@patch(cls_method=True)
+def from_hf(cls:LXMERTConfig, hf_config):
+    "Read the sizes of a `transformers.LxmertConfig`."
+    if hf_config.hidden_act != "gelu": raise ValueError(f"only hidden_act='gelu' is supported, got {hf_config.hidden_act!r}")
+    return cls(**{f.name: getattr(hf_config, f.name) for f in fields(cls) if f.name != "layer_norm_eps"})
 
 # %% ../nbs/03_encoders.ipynb #47944f18
 def _unwrap_hf(hf_model):
     "Accept an `LxmertModel` or a model that wraps one as `.lxmert` (e.g. `LxmertForPreTraining`)."
     return getattr(hf_model, "lxmert", hf_model)
 
-@torch.no_grad()
-def _from_hf(cls, hf_model):
+@patch(cls_method=True)
+def from_hf(cls:LXMERT, hf_model):
     "Build an `LXMERT` with the configuration and weights of a `transformers.LxmertModel`."
     hf_model = _unwrap_hf(hf_model)
     model = cls(LXMERTConfig.from_hf(hf_model.config))
-    model.load_state_dict(hf_model.state_dict(), strict=True)
+    with torch.no_grad(): model.load_state_dict(hf_model.state_dict(), strict=True)
     return model.train(hf_model.training)
 
-@torch.no_grad()
-def _to_hf(self):
+@patch
+def to_hf(self:LXMERT):
     "The same weights in a `transformers.LxmertModel`."
     import transformers
     hf = transformers.LxmertModel(self.config.to_hf())
-    hf.load_state_dict(self.state_dict(), strict=True)
+    with torch.no_grad(): hf.load_state_dict(self.state_dict(), strict=True)
     return hf.to(self.pooler.dense.weight.device).train(self.training)
-
-LXMERT.from_hf = classmethod(_from_hf)
-LXMERT.to_hf = _to_hf
 
 # %% ../nbs/03_encoders.ipynb #42525b8b
 @torch.no_grad()
@@ -476,6 +399,42 @@ def random_batch(config, B=3, T=9, K=7, seed=0):
                 visual_pos=torch.cat([xy, xy + 0.5 * torch.rand(B, K, 2, generator=g)], -1),
                 visual_mask=visual_mask)
 
+# %% ../nbs/03_encoders.ipynb #c4e8899f
+def hf_inputs(batch):
+    "Our batch's keys as Hugging Face names them: `visual_mask` → `visual_attention_mask`."
+    b = dict(batch); b["visual_attention_mask"] = b.pop("visual_mask"); return b
+
+class _MaxDiffs(dict):
+    "The largest difference seen by each named check; an `AssertionError` past the tolerance."
+    def check(self, name, a, b, tol):
+        d = (a - b).abs().max().item()
+        self[name] = max(d, self.get(name, 0.0))
+        if not d <= tol: raise AssertionError(f"{name}: max difference {d:.3g} > {tol}")
+
+def _compare_outputs(ours, hf, batch, diffs, eps):
+    "Outputs of both attention paths and of `pooled_only`, and every attention map Hugging Face returns."
+    ref = hf(**hf_inputs(batch), output_attentions=True)
+    for maps in (False, True):
+        out = ours(**batch, output_attentions=maps)
+        for key in ("language_output", "vision_output", "pooled_output"): diffs.check(key, getattr(out, key), getattr(ref, key), eps)
+    diffs.check("pooled_output (pooled_only)", ours(**batch, pooled_only=True).pooled_output, ref.pooled_output, eps)
+    for ours_maps, ref_maps, name in ((out.language_attentions, ref.language_attentions, "language_attentions"),
+                                      (out.vision_attentions, ref.vision_attentions, "vision_attentions"),
+                                      (out.cross_l2v_attentions, ref.cross_encoder_attentions, "cross_attentions")):
+        if len(ours_maps) != len(ref_maps): raise AssertionError(f"{name}: {len(ours_maps)} maps, reference has {len(ref_maps)}")
+        for a, b in zip(ours_maps, ref_maps): diffs.check(name, a, b, eps)
+
+def _compare_grads(ours, hf, diffs, name, grad_eps):
+    "Every parameter's gradient, relative to the largest of the reference's; the same parameters must be reached in both."
+    hf_params = dict(hf.named_parameters())
+    for n, p in ours.named_parameters():
+        ref_grad = hf_params[n].grad
+        if ref_grad is None or p.grad is None:   # only parameters the loss does not reach may lack a gradient, in both
+            if (ref_grad is None) != (p.grad is None): raise AssertionError(f"{name}: {n} has a gradient in one model only")
+            continue
+        scale = max(1.0, ref_grad.abs().max().item())
+        diffs.check(name, p.grad / scale, ref_grad / scale, grad_eps)
+
 # %% ../nbs/03_encoders.ipynb #e52c00bf
 def compare_with_hf(config, B=3, T=9, K=7, seed=0, eps=1e-5, grad_eps=1e-4):
     "Check `LXMERT` against `transformers.LxmertModel` on random weights and a padded batch; return the max differences."
@@ -483,45 +442,19 @@ def compare_with_hf(config, B=3, T=9, K=7, seed=0, eps=1e-5, grad_eps=1e-4):
     torch.manual_seed(seed)
     hf = randomize_weights_(transformers.LxmertModel(config.to_hf()), seed).eval()
     ours = LXMERT.from_hf(hf).eval()
-    batch = random_batch(config, B, T, K, seed)
-    hf_batch = dict(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], token_type_ids=batch["token_type_ids"],
-                    visual_feats=batch["visual_feats"], visual_pos=batch["visual_pos"], visual_attention_mask=batch["visual_mask"])
-    diffs = {}
-    def check(name, a, b, tol):
-        d = (a - b).abs().max().item()
-        diffs[name] = max(d, diffs.get(name, 0.0))
-        if not d <= tol: raise AssertionError(f"{name}: max difference {d:.3g} > {tol}")
-    ref = hf(**hf_batch, output_attentions=True)
-    for maps in (True, False):
-        out = ours(**batch, output_attentions=maps)
-        for key in ("language_output", "vision_output", "pooled_output"):
-            check(key, getattr(out, key), getattr(ref, key), eps)
-    check("pooled_output (pooled_only)", ours(**batch, pooled_only=True).pooled_output, ref.pooled_output, eps)
-    out = ours(**batch, output_attentions=True)
-    for ours_maps, ref_maps, name in ((out.language_attentions, ref.language_attentions, "language_attentions"),
-                                      (out.vision_attentions, ref.vision_attentions, "vision_attentions"),
-                                      (out.cross_l2v_attentions, ref.cross_encoder_attentions, "cross_attentions")):
-        if len(ours_maps) != len(ref_maps): raise AssertionError(f"{name}: {len(ours_maps)} maps, reference has {len(ref_maps)}")
-        for a, b in zip(ours_maps, ref_maps): check(name, a, b, eps)
-    # one backward pass through both models, with a loss that weighs every output
-    g = torch.Generator().manual_seed(seed + 1)
+    batch, diffs = random_batch(config, B, T, K, seed), _MaxDiffs()
+    with torch.no_grad(): _compare_outputs(ours, hf, batch, diffs, eps)
+    g = torch.Generator().manual_seed(seed + 1)          # one backward pass through both, a loss that weighs every output
     out = ours(**batch)
     w = [torch.randn(t.shape, generator=g) for t in (out.language_output, out.vision_output, out.pooled_output)]
     def loss(o): return sum((t * wi).sum() for t, wi in zip((o.language_output, o.vision_output, o.pooled_output), w))
-    loss(out).backward(); loss(hf(**hf_batch)).backward()
-    hf_params = dict(hf.named_parameters())
-    def check_grads(name):
-        for n, p in ours.named_parameters():
-            ref_grad = hf_params[n].grad
-            if ref_grad is None or p.grad is None:   # only parameters the loss does not reach may lack a gradient, in both
-                if (ref_grad is None) != (p.grad is None): raise AssertionError(f"{name}: {n} has a gradient in one model only")
-                continue
-            scale = max(1.0, ref_grad.abs().max().item())
-            check(name, p.grad / scale, ref_grad / scale, grad_eps)
-    check_grads("gradients (relative)")
-    # and a loss on the pooled output alone, through our pooled-only path (the last vision stream gets no gradient)
-    ours.zero_grad(set_to_none=True); hf.zero_grad(set_to_none=True)
+    loss(out).backward(); loss(hf(**hf_inputs(batch))).backward()
+    _compare_grads(ours, hf, diffs, "gradients (relative)", grad_eps)
+    ours.zero_grad(set_to_none=True); hf.zero_grad(set_to_none=True)   # and a loss on the pooled output alone, through pooled_only
     (ours(**batch, pooled_only=True).pooled_output * w[2]).sum().backward()
-    (hf(**hf_batch).pooled_output * w[2]).sum().backward()
-    check_grads("gradients, pooled_only (relative)")
-    return diffs
+    (hf(**hf_inputs(batch)).pooled_output * w[2]).sum().backward()
+    _compare_grads(ours, hf, diffs, "gradients, pooled_only (relative)", grad_eps)
+    return dict(diffs)
+
+# %% ../nbs/03_encoders.ipynb #20fa99d6
+_all_ = ["PackedRows", "cls_self_attention"]   # appendix A2's names, importable from here as before

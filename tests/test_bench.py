@@ -1,5 +1,5 @@
-"The accounting bench/bench_model.py prints: FLOPs by operation and the profiled time split of a step."
-import sys
+"The accounting bench/bench_model.py prints: FLOPs by operation, the profiled time split of a step, and its report."
+import json, sys
 from pathlib import Path
 import pytest, torch
 import torch.nn as nn
@@ -54,3 +54,29 @@ def test_interleaved_breakdowns_average_each_function_alone():
     split = bench_model.interleaved_breakdowns(fns, rounds=3)
     assert calls == ["a", "b", "b", "a", "a", "b"]
     assert set(split) == {"a", "b"} and all(v["total (profiled)"] >= 0 for v in split.values())
+
+
+def fake_results():
+    "What `bench_model.run` returns, with round numbers."
+    names = ("hf", "ours pooled_only", "ours full")
+    t = dict(zip(names, (0.9, 0.6, 0.85)))
+    parts = [*dict.fromkeys(bench_model.CATEGORIES.values()), *bench_model.SUBTREES.values(), "everything else"]
+    split = {k: {**{c: 10.0 for c in parts}, "total (profiled)": 10.0 * len(parts)} for k in names}
+    return dict(command="python bench/bench_model.py --threads 1", cpus=2, threads=1, device="cpu", torch="2.x", transformers="5.x",
+                batch=32, tokens=50, real_words=1089, boxes=36, repeats=3, parameters=15_100_000,
+                step={"fused": t}, step_cpu={"fused": t}, step_rounds={"fused": {k: [v, v, v] for k, v in t.items()}},
+                eval=t, eval_cpu=t, flops={k: 5e10 for k in names}, category_flops={k: {"dense layers (mm, addmm)": 4e10} for k in names},
+                matmul_gflops=90.0, dropout={"ours": 0.5, "torch.rand": 1.0, "F.dropout": 2.0}, breakdown_adamw="fused", breakdown=split)
+
+
+def test_report_renders_the_saved_results():
+    "The tables appendix A2 shows come from the JSON file `--save` writes: the command, the machine in one phrase, the ratios."
+    r = json.loads(json.dumps(fake_results()))          # what --save writes and A2 reads back
+    md = bench_model.report(r)
+    assert md.startswith("`python bench/bench_model.py --threads 1`: on a 2-core CPU (cpu, 1 thread;")
+    assert ("| training step, fused AdamW (chapter 04's) | 0.90 s | 0.60 s: **1.50×** (per round: median 1.50×, "
+            "middle half 1.50–1.50×) | 0.85 s: 1.06× |") in md
+    assert "| … its CPU time (the process's; no waiting for a core) | 0.90 s | 0.60 s: **1.50×** | 0.85 s: 1.06× |" in md
+    assert "| dense layers (mm, addmm) | 10 (40.0 GFLOP at 4000.0 GFLOP/s) |" in md
+    assert "`torch.rand` mask 1.00 (2.0×), `F.dropout` 2.00 (4.0×)" in md
+    assert bench_model.per_round(r, "fused") == pytest.approx((1.5, 1.5, 1.5))

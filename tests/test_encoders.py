@@ -88,55 +88,6 @@ def test_bad_inputs_have_clear_errors():
     with pytest.raises(ValueError, match="visual_feats"): LXMERT(ODD)(torch.ones(1, 3, dtype=torch.long))
     with pytest.raises(ValueError, match="batch"): additive_mask(torch.ones(3))
 
-# --- the pooled-only path (packed real rows, last cross layer for [CLS] alone) -----------------------------------
-
-def _batch_variants(config, B=4, T=7, K=6, seed=3):
-    "The same batch with keep-masks, no masks, additive masks, an image without boxes, and left-padded text."
-    b = random_batch(config, B, T, K, seed)
-    yield "keep-masks", b
-    yield "no masks", {**b, "attention_mask": None, "visual_mask": None}
-    yield "additive masks", {**b, "attention_mask": additive_mask(b["attention_mask"]), "visual_mask": additive_mask(b["visual_mask"])}
-    empty = b["visual_mask"].clone(); empty[1] = 0
-    yield "an image without boxes", {**b, "visual_mask": empty}
-    left = b["attention_mask"].flip(1)                    # padding first: position 0 is a padded token for some rows
-    yield "left padding", {**b, "attention_mask": left, "input_ids": b["input_ids"].flip(1)}
-
-@pytest.mark.parametrize("config", [LXMERTConfig(vocab_size=1000), ODD, LXMERTConfig(hidden_size=64, num_attention_heads=2,
-                         intermediate_size=96, l_layers=1, r_layers=1, x_layers=1, visual_feat_dim=32, vocab_size=100)],
-                         ids=["seed", "odd", "one-cross-layer"])
-def test_pooled_only_equals_full_forward(config):
-    m = randomize_weights_(LXMERT(config), seed=1).eval()
-    for name, b in _batch_variants(config):
-        with torch.no_grad():
-            full, fast = m(**b), m(**b, pooled_only=True)
-        assert fast.language_output is None and fast.vision_output is None, name
-        torch.testing.assert_close(fast.pooled_output, full.pooled_output, atol=1e-5, rtol=0, msg=lambda s: f"{name}: {s}")
-
-def test_pooled_only_gradients_equal_full_path():
-    config = LXMERTConfig(vocab_size=1000, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
-    m = randomize_weights_(LXMERT(config), seed=2).train()
-    b = random_batch(config, B=5, T=10, K=8, seed=5)
-    w = torch.randn(5, config.hidden_size)
-    grads = []
-    for pooled_only in (False, True):
-        m.zero_grad(set_to_none=True)
-        (m(**b, pooled_only=pooled_only).pooled_output * w).sum().backward()
-        grads.append({n: p.grad.clone() for n, p in m.named_parameters() if p.grad is not None})
-    assert grads[0].keys() == grads[1].keys()
-    assert not any(n.startswith("encoder.x_layers.1.visn") for n in grads[1])   # the last vision stream is skipped
-    for n in grads[0]:
-        scale = max(1.0, grads[0][n].abs().max().item())
-        torch.testing.assert_close(grads[1][n] / scale, grads[0][n] / scale, atol=1e-5, rtol=0, msg=lambda s: f"{n}: {s}")
-
-def test_pooled_only_trains_with_dropout():
-    m = LXMERT(ODD).train()
-    b = random_batch(ODD, B=3, T=5, K=4)
-    a, c = m(**b, pooled_only=True).pooled_output, m(**b, pooled_only=True).pooled_output
-    assert torch.isfinite(a).all() and not torch.equal(a, c)            # dropout is active
-    a.sum().backward()
-    assert m.embeddings.word_embeddings.weight.grad.abs().sum() > 0
-    with pytest.raises(ValueError, match="pooled_only"): m(**b, pooled_only=True, output_attentions=True)
-
 def test_projections_are_the_three_linear_layers():
     torch.manual_seed(0)
     att = MultiHeadAttention(32, 4, ctx_dim=24)
@@ -177,24 +128,21 @@ def test_dropout_written_out():
     with pytest.raises(ValueError, match=r"\[0, 1\)"): Dropout(1.0)
     assert not any(isinstance(m, torch.nn.Dropout) for m in LXMERT(ODD).modules())   # the model uses ours everywhere
 
-@pytest.mark.parametrize("maps", [True, False], ids=["written-out", "fused"])
-def test_heads_first_attention_equals_the_padded_layout(maps):
-    "PackedRows.to_heads + attend(merge=False) + from_heads = the [B,H,S,d] attention at every real row, in both paths."
-    from simplelxmert.encoders import PackedRows
-    from simplelxmert.attention import split_heads
-    torch.manual_seed(0)
-    att = MultiHeadAttention(24, 3).eval()
-    keep = torch.tensor([[1] * 6, [1] * 4 + [0] * 2, [1] * 2 + [0] * 4])
-    x = torch.randn(3, 6, 24)
-    rows = PackedRows(keep, 3, 6)
-    q, k, v = rows.to_heads(att.projections(rows.pack(x), "qkv", split=False), 3, 3)   # [H, B, S, d]
-    out, _ = att.attend(q, k, v, rows.head_mask, output_attentions=maps, merge=False)
-    ref, _ = att.attend(*(split_heads(t, 3) for t in att.projections(x)), additive_mask(keep), output_attentions=maps)
-    torch.testing.assert_close(rows.from_heads(out), rows.pack(ref), atol=1e-6, rtol=0)
+# --- LXMERTConfig refuses sizes no model can have (a checkpoint's config.json may say anything) ---------------------
 
-def test_pooled_only_without_token_types():
-    "No token_type_ids: the packed path embeds zeros, as the full forward does."
-    config = LXMERTConfig(vocab_size=1000)
-    m = randomize_weights_(LXMERT(config)).eval()
-    b = random_batch(config, B=4, T=9, K=7, seed=1); b.pop("token_type_ids")
-    with torch.no_grad(): torch.testing.assert_close(m(**b, pooled_only=True).pooled_output, m(**b).pooled_output, atol=1e-5, rtol=0)
+@pytest.mark.parametrize("field,value", [("num_attention_heads", 0), ("hidden_size", -8), ("hidden_size", 10**6),
+                         ("vocab_size", 10**8), ("l_layers", 65), ("x_layers", -1), ("max_position_embeddings", 10**6),
+                         ("intermediate_size", 0), ("visual_feat_dim", 2.5), ("type_vocab_size", True),
+                         ("num_attention_heads", "4"), ("hidden_dropout_prob", 1.0), ("attention_probs_dropout_prob", -0.1),
+                         ("layer_norm_eps", 0.0), ("initializer_range", float("nan"))])
+def test_config_refuses_impossible_sizes(field, value):
+    "One line naming the field, from the constructor and from a config.json's dict alike."
+    for make in (lambda: LXMERTConfig(**{field: value}), lambda: LXMERTConfig.from_dict({**LXMERTConfig().to_dict(), field: value})):
+        with pytest.raises(ValueError, match=f"LXMERTConfig.{field} must be") as e: make()
+        assert "\n" not in str(e.value)
+
+def test_config_accepts_the_edges():
+    "The bounds are inclusive, layer counts may be 0, and numpy integers (e.g. a feature store's dim) are whole numbers."
+    import numpy as np
+    LXMERTConfig(vocab_size=10_000_000, hidden_size=16_384, num_attention_heads=1_024, l_layers=64, r_layers=0, x_layers=0,
+                 max_position_embeddings=65_536, visual_feat_dim=np.int64(2048), hidden_dropout_prob=0, initializer_range=0)
