@@ -13,14 +13,15 @@ import torch.nn as nn
 import torch.distributed as dist
 from safetensors.torch import save_file
 
-from .features import atomic_write, check_device, one_line
+from .features import check_device
+from .store import FolderLock, atomic_write, one_line
 
 # %% auto #0
 __all__ = ['CONFIG_NAME', 'WEIGHTS_NAME', 'STATE_NAME', 'HISTORY_NAME', 'LEGACY_STATE_NAME', 'STATE_KEY',
            'DamagedCheckpointError', 'write_json', 'save_state_file', 'load_state_file', 'get_rng_state',
            'set_rng_state', 'save_training_state', 'has_training_state', 'load_optimizer_state', 'load_training_state',
            'NonFiniteLossError', 'check_finite', 'StopOnInterrupt', 'mixed_precision', 'dist_info', 'init_distributed',
-           'run_device', 'wrap_ddp', 'mean_over_processes', 'barrier']
+           'run_device', 'wrap_ddp', 'mean_over_processes', 'barrier', 'run_lock']
 
 # %% ../nbs/A3_at_scale.ipynb #02f39a18
 CONFIG_NAME, WEIGHTS_NAME, STATE_NAME, HISTORY_NAME = "config.json", "model.safetensors", "trainer_state.safetensors", "history.json"
@@ -227,3 +228,9 @@ def mean_over_processes(t: torch.Tensor) -> torch.Tensor:
 def barrier():
     "Wait until every process gets here (nothing to wait for alone)."
     if dist_info()[1] > 1: dist.barrier()
+
+# %% ../nbs/A3_at_scale.ipynb #fa84bb50
+def run_lock(out_dir, rank: int = 0) -> FolderLock | None:
+    "The lock on a run folder, taken by process 0 (None without a folder, or in the other processes); refused when held."
+    if out_dir is None or rank != 0: return None
+    return FolderLock(out_dir, "the run folder").acquire()

@@ -6,21 +6,29 @@
 from __future__ import annotations
 
 # %% auto #0
-__all__ = ['NOT_RECIPE', 'FALLBACK_RECIPE', 'FIRST_LESSON', 'DEMO_FLAGS', 'OneLineParser', 'refuse', 'predict_parser',
-           'parse_boxes_flag', 'boxes_for', 'predict_cli', 'recipe_of', 'recipe_argv', 'short_run_recipe',
-           'demo_recipe', 'training_progress', 'demo_parser', 'min_demo_images', 'preflight', 'data_stage',
-           'training_stage', 'models_to_compare', 'evaluate_model', 'evaluation_stage', 'example_pair', 'save_figures',
-           'example_stage', 'Laps', 'write_report', 'demo', 'demo_cli']
+__all__ = ['RANDOM_NEG_EPOCHS', 'RESUME_MAY_CHANGE', 'NOT_RECIPE', 'FALLBACK_RECIPE', 'FIRST_LESSON', 'DEMO_FLAGS',
+           'OneLineParser', 'refuse', 'toydata_cli', 'extract_cli', 'train_parser', 'given_flags', 'train_cli',
+           'predict_parser', 'parse_boxes_flag', 'boxes_for', 'predict_cli', 'recipe_of', 'recipe_argv',
+           'short_run_recipe', 'demo_recipe', 'training_progress', 'demo_parser', 'min_demo_images', 'preflight',
+           'data_stage', 'training_stage', 'models_to_compare', 'evaluate_model', 'evaluation_stage', 'example_pair',
+           'save_figures', 'example_stage', 'Laps', 'write_report', 'demo', 'demo_cli']
 
 # %% ../nbs/A5_cli.ipynb #a5imports
 import argparse, itertools, json, sys, time
 from pathlib import Path
 import numpy as np, torch
+import torch.distributed as dist
 import matplotlib.pyplot as plt
 import simplelxmert
-from .features import _parse_boxes, check_device, one_line
-from .dataset import image_id, make_toy_data, make_eval_pairs, split_cuts, ToyData
-from .training import DamagedCheckpointError, read_config, STATE_NAME, train_cli, train_parser, write_json
+from .encoders import LXMERTConfig
+from .features import (EXTRACTORS, MAX_BATCH, MAX_K, FeatureStore, _parse_boxes, check_device, extract_features,
+                                   one_line)
+from .dataset import (ToyData, collate_itm, image_id, load_tokenizer, make_eval_pairs, make_toy_data,
+                                  read_kaggle_csv, read_karpathy_json, split_by_image, split_cuts)
+from .training import (CONFIG_NAME, STATE_NAME, DamagedCheckpointError, ITMData, ITMModel, NonFiniteLossError,
+                                   TrainConfig, check_store, feature_stats, has_training_state, init_distributed,
+                                   init_sinusoid_positions, itm_data, plot_history, read_config, seed_everything, toy_itm_data,
+                                   train, write_json)
 from .inference import (BOXES_FILE, Predictor, TOY_CHECKPOINT, boxes_beside, check_captions, checkpoint_dir,
                                     itm_accuracy, retrieval_eval, show_scores, show_word_attention, subject_phrase)
 
@@ -35,6 +43,312 @@ def refuse(prog: str, message, code: int = 2):
     "Stop command `prog` with one line on stderr, `PROG: error: MESSAGE`, and exit status `code`."
     print(f"{prog}: error: {one_line(message)}", file=sys.stderr, flush=True)
     raise SystemExit(code)
+
+# %% ../nbs/A5_cli.ipynb #758159a3
+def toydata_cli(argv=None) -> int:
+    "Command line: `simplelxmert_toydata OUT_DIR [--n-images N] [--seed S]`; returns the exit status."
+    p = OneLineParser(prog="simplelxmert_toydata", description=
+        "Make the offline ShapesWorld dataset: images, captions (Kaggle results.csv and Karpathy json), "
+        "a WordPiece tokenizer and a toy feature store. Re-running resumes or does nothing.")
+    p.add_argument("out_dir", help="folder to create (or to resume)")
+    p.add_argument("--n-images", type=int, default=1000, help="number of images (default 1000)")
+    p.add_argument("--seed", type=int, default=0, help="random seed, 0 or more (default 0)")
+    args = p.parse_args(argv)
+    if args.n_images < 1: p.error("--n-images must be at least 1")
+    if args.seed < 0: p.error("--seed must be 0 or more")
+    try: td = make_toy_data(args.out_dir, args.n_images, args.seed, verbose=True)
+    except (ValueError, RuntimeError, OSError) as e:
+        print(f"simplelxmert_toydata: error: {one_line(e)}", file=sys.stderr); return 2
+    print(f"toy data ready in {td.root}: {len(td.scenes())} images, {len(td.records())} captions, "
+          f"{len(td.store())} feature entries")
+    return 0
+
+# %% ../nbs/A5_cli.ipynb #9de4d4d8
+def extract_cli(argv=None):
+    "simplelxmert_extract IMAGES_DIR STORE: region features of every image in a folder, into one feature store."
+    p = OneLineParser(prog="simplelxmert_extract", description="Extract K region features per image of IMAGES_DIR into the feature store STORE "
+                                "(resumable: run it again after an interruption and it continues; a finished store is left as is).")
+    p.add_argument("images_dir", metavar="IMAGES_DIR", help="folder of images (jpg, png, ...)")
+    p.add_argument("store", metavar="STORE", help="feature store folder (created, or resumed)")
+    p.add_argument("--k", type=int, default=None, help=f"regions per image, 1 to {MAX_K} (default 36; with --boxes, the most boxes of any image)")
+    p.add_argument("--batch-size", type=int, default=8, help=f"images per batch, 1 to {MAX_BATCH} (default 8)")
+    p.add_argument("--boxes", default=None, metavar="BOXES_FILE", help="JSON {file: [[x1, y1, x2, y2], ...]} in pixels: pool these boxes instead of detecting")
+    p.add_argument("--weights", default="default", help="frcnn weights: 'default' (torchvision COCO weights from the local cache; never downloads), 'random', or a state-dict PATH")
+    p.add_argument("--device", default=None, choices=["cpu", "cuda"], help="default: cuda when available")
+    p.add_argument("--extractor", default="frcnn", choices=sorted(EXTRACTORS), help="frcnn: torchvision Faster R-CNN (default); toy: RoIAlign over normalized pixels at --boxes (ShapesWorld)")
+    p.add_argument("--min-size", type=int, default=800, help="frcnn: resize the shorter image side to this (default 800)")
+    p.add_argument("--max-size", type=int, default=1333, help="frcnn: cap on the longer side (default 1333)")
+    p.add_argument("--score-thresh", type=float, default=None, help="frcnn: minimum detection score (default 0.2; 0 with random weights)")
+    p.add_argument("--repair", action="store_true", help="first drop the damaged entries of STORE (a cut file, a bad index line), then extract them again")
+    a = p.parse_args(argv)
+    for flag, value, hi in (("--k", a.k, MAX_K), ("--batch-size", a.batch_size, MAX_BATCH)):
+        if value is not None and not 1 <= value <= hi: p.error(f"{flag} must be from 1 to {hi}, got {value}")
+    kw = {"min_size": a.min_size, "max_size": a.max_size, "score_thresh": a.score_thresh} if a.extractor == "frcnn" else {}
+    try:
+        s = extract_features(a.images_dir, a.store, k=a.k, batch_size=a.batch_size, boxes=a.boxes, weights=a.weights, device=a.device,
+                             extractor=a.extractor, repair=a.repair, **kw)
+    except (OSError, ValueError, RuntimeError) as e:   # a missing or unreadable file, a bad setting, a damaged store: named
+        print(f"simplelxmert_extract: error: {one_line(e)}", file=sys.stderr); return 2
+    except KeyboardInterrupt:   # the writer has committed every finished batch
+        print(f"simplelxmert_extract: interrupted; the images extracted so far are in {a.store}: run the same command "
+              f"again to go on", file=sys.stderr); return 130
+    if s["repaired"]: print(f"{s['store']}: repaired: dropped {len(s['repaired'])} damaged entries, extracted again below")
+    print(f"{s['store']}: extracted {s['extracted']}, already present {s['already_present']}, skipped {len(s['skipped'])}")
+    for name, why in s["skipped"].items(): print(f"  skipped {name}: {why}")
+    return 0
+
+# %% ../nbs/A5_cli.ipynb #60772d12
+def _model_config(args, tokenizer, store) -> LXMERTConfig:
+    "The `LXMERTConfig` the flags ask for, sized to the tokenizer and the feature store."
+    l, r, x = (int(v) for v in args.layers.split(","))
+    return LXMERTConfig(vocab_size=len(tokenizer), hidden_size=args.hidden, num_attention_heads=args.heads,
+                        intermediate_size=args.intermediate or 4 * args.hidden, l_layers=l, r_layers=r, x_layers=x,
+                        visual_feat_dim=store.dim, hidden_dropout_prob=args.dropout,
+                        attention_probs_dropout_prob=args.dropout, initializer_range=args.init_range)
+
+
+# %% ../nbs/A5_cli.ipynb #91f39323
+def _load_data(args) -> ITMData:
+    "The training and validation pairs the flags ask for: the toy world (made when absent) or Flickr30k files."
+    kw = dict(max_len=args.max_len, hard_neg_prob=args.hard_neg_prob, seed=args.seed, max_val_pairs=args.max_val_pairs,
+              random_neg_epochs=args.random_neg_epochs)
+    if args.position_steps and not args.position_captions:
+        raise SystemExit("simplelxmert_train: --position-steps needs --position-captions N (the first lesson's pairs)")
+    if args.position_captions < 0 or not 0 <= args.position_steps < args.steps:
+        raise SystemExit(f"simplelxmert_train: --position-captions {args.position_captions} must be >= 0 and --position-steps "
+                         f"{args.position_steps} between 0 and --steps {args.steps} (the first lesson is part of the run)")
+    if args.data == "toy":
+        return toy_itm_data(args.data_dir, n_images=args.n_images, data_seed=args.data_seed,
+                            position_captions=args.position_captions, **kw)
+    if args.position_captions:
+        raise SystemExit("simplelxmert_train: --position-captions needs ShapesWorld scenes (--data toy)")
+    for opt in ("captions", "store"):
+        if getattr(args, opt) is None: raise SystemExit(f"simplelxmert_train: --data flickr30k needs --{opt}")
+    cap = Path(args.captions)
+    if not cap.exists(): raise SystemExit(f"simplelxmert_train: captions file {cap} does not exist")
+    records = read_karpathy_json(cap) if cap.suffix == ".json" else split_by_image(read_kaggle_csv(cap), seed=args.data_seed)
+    train_r = [r for r in records if r.split == "train"]
+    val_r = [r for r in records if r.split == "val"]
+    if not train_r or not val_r: raise SystemExit(f"simplelxmert_train: {cap} has no train or no val split")
+    store_path = Path(args.store)
+    if not store_path.exists():
+        hint = args.images or "IMAGES_DIR"
+        raise SystemExit(f"simplelxmert_train: feature store {store_path} does not exist; extract it first: "
+                         f"simplelxmert_extract {hint} {store_path}")
+    try: store = check_store(store_path, train_r + val_r)
+    except ValueError as e: raise SystemExit(f"simplelxmert_train: {e}")
+    try: tokenizer = load_tokenizer(args.tokenizer)
+    except (OSError, RuntimeError) as e: raise SystemExit(f"simplelxmert_train: --tokenizer {args.tokenizer}: {e}")
+    return itm_data(train_r, val_r, store, tokenizer, scenes=None, **kw)
+
+
+# %% ../nbs/A5_cli.ipynb #47033534
+def _data_flags(p: argparse.ArgumentParser):
+    "The data flags of `simplelxmert_train`: which world or files, and how the pairs are drawn."
+    g = p.add_argument_group("data")
+    g.add_argument("--data", choices=("toy", "flickr30k"), help="toy: ShapesWorld (offline); flickr30k: real captions + feature store")
+    g.add_argument("--data-dir", help="toy: folder made by simplelxmert_toydata (created when absent)")
+    g.add_argument("--n-images", type=int, default=2000, help="toy: images of the generated world (default 2000; an existing --data-dir must have been made with as many)")
+    g.add_argument("--data-seed", type=int, default=0, help="toy: seed of the generated world; flickr30k: split seed for results.csv")
+    g.add_argument("--captions", help="flickr30k: results.csv (Kaggle) or dataset_flickr30k.json (Karpathy splits)")
+    g.add_argument("--images", help="flickr30k: the images folder (only named in the hint when --store is missing)")
+    g.add_argument("--store", help="flickr30k: feature store made by simplelxmert_extract")
+    g.add_argument("--tokenizer", default="bert-base-uncased", help="flickr30k: tokenizer name or folder (default bert-base-uncased)")
+    g.add_argument("--max-len", type=int, default=32, help="max tokens per caption (default 32)")
+    g.add_argument("--hard-neg-prob", type=float, default=0.5, help="toy: share of negatives that are compositional (default 0.5)")
+    g.add_argument("--random-neg-epochs", type=int, default=RANDOM_NEG_EPOCHS, help=
+                   f"toy: curriculum, random negatives only for the first N epochs (default {RANDOM_NEG_EPOCHS})")
+    g.add_argument("--position-captions", type=int, default=0, help=
+                   "toy: one-object captions per training image ('The red circle is on the left.'), in the training "
+                   "set with their flipped twins as negatives (default 0: none)")
+    g.add_argument("--max-val-pairs", type=int, default=1000, help="validation pairs per kind (default 1000)")
+
+
+# %% ../nbs/A5_cli.ipynb #c2edfd4f
+def _model_flags(p: argparse.ArgumentParser):
+    "The model flags of `simplelxmert_train`: the sizes of an `LXMERTConfig`, the heads, the start of the weights."
+    m = p.add_argument_group("model (LXMERTConfig)")
+    m.add_argument("--hidden", type=int, default=128); m.add_argument("--heads", type=int, default=4)
+    m.add_argument("--intermediate", type=int, default=None, help="FFN size (default 4 x hidden)")
+    m.add_argument("--layers", default="2,2,2", help="language,object,cross layers (default 2,2,2)")
+    m.add_argument("--dropout", type=float, default=0.1); m.add_argument("--init-range", type=float, default=0.02)
+    m.add_argument("--head", choices=("bce", "ce2"), default="bce", help="one logit + BCE, or the reference's 2-way head")
+    m.add_argument("--mlm-weight", type=float, default=0.0, help=
+                   "weight of LXMERT's masked cross-modality LM loss, added to ITM (default 0: ITM only; adds a tied LM head)")
+    m.add_argument("--mask-prob", type=float, default=0.15, help="masked LM: probability that a word is chosen (default 0.15)")
+    m.add_argument("--position-init", choices=("random", "sinusoid"), default="random",
+                   help="start of the learned position table: random (as the reference) or 0.1 x the Transformer's sinusoids")
+    m.add_argument("--feature-norm", choices=("standardize", "none"), default="standardize",
+                   help="standardize region features with the training set's mean/std (default)")
+
+
+# %% ../nbs/A5_cli.ipynb #c9464cab
+def _training_flags(p: argparse.ArgumentParser):
+    "The training flags of `simplelxmert_train`: a `TrainConfig`, and where and how long to run."
+    t = p.add_argument_group("training")
+    d = TrainConfig()
+    t.add_argument("--steps", type=int, default=d.steps); t.add_argument("--batch-size", type=int, default=d.batch_size)
+    t.add_argument("--lr", type=float, default=d.lr); t.add_argument("--warmup", type=float, default=d.warmup)
+    t.add_argument("--weight-decay", type=float, default=d.weight_decay); t.add_argument("--clip", type=float, default=d.clip)
+    t.add_argument("--position-steps", type=int, default=d.position_steps, help=
+                   "a first lesson: the first N of --steps train on the one-object pairs alone, without the masked LM "
+                   "(needs --position-captions; default 0)")
+    t.add_argument("--position-lr", type=float, default=d.position_lr, help=
+                   f"the first lesson's learning rate, warmed up over its first quarter (default {d.position_lr:g})")
+    t.add_argument("--seed", type=int, default=d.seed); t.add_argument("--eval-every", type=int, default=d.eval_every)
+    t.add_argument("--save-every", type=int, default=d.save_every); t.add_argument("--num-workers", type=int, default=None, help="DataLoader workers (default 0)")
+    t.add_argument("--no-amp", action="store_true", help="no mixed precision on CUDA")
+    t.add_argument("--device", default=None, help="cpu | cuda | cuda:N (default: cuda when available)")
+    t.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)")
+    t.add_argument("--max-minutes", type=float, default=None, help="stop (and checkpoint) after this much wall time")
+
+
+# %% ../nbs/A5_cli.ipynb #b43e4bce
+RANDOM_NEG_EPOCHS = 3   # the curriculum of the recipe (toy data): random negatives first
+
+
+def train_parser() -> argparse.ArgumentParser:
+    "The flags of `simplelxmert_train`: data, model (an `LXMERTConfig`), training (a `TrainConfig`), the run folder."
+    p = OneLineParser(prog="simplelxmert_train", description=
+        "Train LXMERT on Image-Text Matching (toy ShapesWorld offline, or Flickr30k with extracted features). "
+        "Writes a checkpoint folder: model.safetensors, config.json, tokenizer/, trainer_state.safetensors, history.json, curves.png. "
+        "Runs under torchrun for several processes/GPUs (DistributedDataParallel).")
+    _data_flags(p); _model_flags(p); _training_flags(p)
+    p.add_argument("--out", required=True, help="checkpoint folder to write")
+    p.add_argument("--resume", action="store_true", help="continue the run saved in --out exactly where it stopped")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    return p
+
+
+# %% ../nbs/A5_cli.ipynb #50a6f12b
+# where and how long, not what (a toy world moved elsewhere is checked by its toydata.json, or made again, the same)
+RESUME_MAY_CHANGE = ("max_minutes", "quiet", "device", "threads", "num_workers", "data_dir")
+
+def given_flags(p: argparse.ArgumentParser, argv) -> set:
+    "The destinations of the options given on the command line, not left to their defaults."
+    unset = object()   # argparse does not overwrite an attribute the namespace already has with a default
+    ns = p.parse_args(argv, argparse.Namespace(**{k: unset for k in vars(p.parse_args(argv))}))
+    return {k for k, v in vars(ns).items() if v is not unset}
+
+def _action(p: argparse.ArgumentParser, dest: str) -> argparse.Action:
+    "The parser's option whose destination is `dest`."
+    return next(a for a in p._actions if a.dest == dest)
+
+def _flag_name(p: argparse.ArgumentParser, dest: str) -> str:
+    "The command-line name of option `dest`: `max_minutes` → `--max-minutes`."
+    return _action(p, dest).option_strings[-1]
+
+def _as_flag(p: argparse.ArgumentParser, dest: str, value) -> str:
+    "How `value` of option `dest` was given: `with --steps 300`, `with --no-amp`, `without --no-amp`, `with --device left to its default`."
+    flag = _flag_name(p, dest)
+    if _action(p, dest).nargs == 0: return f"{'with' if value else 'without'} {flag}"
+    return f"with {flag} left to its default" if value is None else f"with {flag} {value}"
+
+
+# %% ../nbs/A5_cli.ipynb #8e39bb9d
+def _check_train_args(p, args):
+    "Clear errors, naming the flag, for settings that cannot run."
+    if args.data is None: p.error("--data toy|flickr30k is required")
+    if args.data == "toy" and not args.data_dir: p.error("--data toy needs --data-dir (created when absent)")
+    for flag in ("steps", "batch_size", "eval_every", "save_every", "n_images", "max_val_pairs"):
+        if getattr(args, flag) < 1: p.error(f"--{flag.replace('_', '-')} must be at least 1, got {getattr(args, flag)}")
+    if args.max_len < 3: p.error(f"--max-len must be at least 3 ([CLS], a word, [SEP]), got {args.max_len}")
+    if args.max_minutes is not None and args.max_minutes <= 0: p.error(f"--max-minutes must be positive, got {args.max_minutes}")
+    try: check_device(args.device)
+    except RuntimeError as e: p.error(str(e))
+    layers = args.layers.split(",")
+    if len(layers) != 3 or not all(v.strip().isdigit() for v in layers):
+        p.error(f"--layers must be three comma-separated layer counts L,R,X (language, object, cross), e.g. 2,2,2; got {args.layers!r}")
+
+
+# %% ../nbs/A5_cli.ipynb #63ef38b5
+def train_cli(argv=None):
+    "Command line: `simplelxmert_train --data toy|flickr30k ... --out DIR [--resume] [--max-minutes M]`; history in DIR/history.json."
+    p = train_parser()
+    args = p.parse_args(argv)
+    out = Path(args.out)
+    try: resuming = args.resume and has_training_state(out)
+    except DamagedCheckpointError as e: raise SystemExit(f"simplelxmert_train: error: {e}")
+    try: saved_config = read_config(out) if (out / CONFIG_NAME).exists() else None
+    except DamagedCheckpointError as e: raise SystemExit(f"simplelxmert_train: error: {e}; delete {out} (or choose another --out) to train anew")
+    if not resuming and saved_config is not None:
+        p.error(f"{out} holds a checkpoint (step {saved_config.get('step')}): "
+                + ("pass --resume to continue its run, or " if (out / STATE_NAME).exists() else "")
+                + "choose another --out (or delete the folder to start over)")
+    if resuming:  # the saved run's settings, except where to run and for how long
+        saved = (saved_config or {}).get("train_args", {})
+        changed = sorted(k for k in given_flags(p, argv) - {"resume", "out", *RESUME_MAY_CHANGE}
+                         if k in saved and saved[k] != getattr(args, k))
+        if changed:
+            flags = ", ".join(_as_flag(p, k, saved[k]) for k in changed)
+            may = ", ".join(_flag_name(p, k) for k in RESUME_MAY_CHANGE)
+            p.error(f"{out} was trained {flags}: --resume continues that run with its own settings (only "
+                    f"{may} may change); leave those flags out, "
+                    f"or train a new run with another --out")
+        keep = {k: getattr(args, k) for k in ("max_minutes", "quiet")}      # this invocation's budget and display
+        keep.update({k: v for k in RESUME_MAY_CHANGE if k not in keep and (v := getattr(args, k)) is not None})
+        args = argparse.Namespace(**{**vars(args), **saved, **keep, "resume": True, "out": str(out)})
+    _check_train_args(p, args)
+    try: return _train_from_args(args, out, resuming)
+    except (ValueError, OSError, RuntimeError) as e:   # bad data, store, tokenizer, settings, a folder in use: said
+        raise SystemExit(f"simplelxmert_train: error: {e}")
+
+
+# %% ../nbs/A5_cli.ipynb #9093ad93
+def _check_same_tokenizer(out: Path, tokenizer):
+    "A run resumes only on data tokenized as it was trained: the same token ids as the tokenizer saved in its checkpoint."
+    saved = out / "tokenizer"
+    if saved.exists():
+        try: same = load_tokenizer(saved).get_vocab() == tokenizer.get_vocab()
+        except (OSError, ValueError) as e:
+            raise DamagedCheckpointError(f"{saved} cannot be read ({e}): the checkpoint is damaged") from None
+    else: same = read_config(out).get("lxmert", {}).get("vocab_size") in (None, len(tokenizer))   # no tokenizer saved
+    if not same:
+        raise ValueError(f"the data's tokenizer has other token ids than the one the run in {out} was trained with ({saved}): "
+                         f"resume on the data it was trained on (a toy world made by an older version has other ids), "
+                         f"or train a new run with another --out")
+
+
+# %% ../nbs/A5_cli.ipynb #71c230a4
+def _train_from_args(args, out, resuming):
+    "Data, model and `train` from the checked command-line settings."
+    if args.threads: torch.set_num_threads(args.threads)   # resume with the same threads for bit-equal results
+    rank, world = init_distributed()
+    if args.data == "toy" and rank == 0: make_toy_data(args.data_dir, args.n_images, args.data_seed)  # once
+    if world > 1: dist.barrier()
+    data = _load_data(args)
+    if resuming: _check_same_tokenizer(out, data.tokenizer)
+    seed_everything(args.seed)
+    norm = feature_stats(data.store, [r.image_id for r in data.train.records]) if args.feature_norm == "standardize" else None
+    model = ITMModel(_model_config(args, data.tokenizer, data.store), head=args.head, feature_norm=norm, mlm=args.mlm_weight > 0)
+    if args.position_init == "sinusoid": init_sinusoid_positions(model.lxmert)
+    cfg = TrainConfig(lr=args.lr, batch_size=args.batch_size, steps=args.steps, warmup=args.warmup,
+                      weight_decay=args.weight_decay, clip=args.clip, seed=args.seed, eval_every=args.eval_every,
+                      save_every=args.save_every, num_workers=args.num_workers or 0, amp=not args.no_amp,
+                      max_minutes=args.max_minutes, device=args.device, mlm_weight=args.mlm_weight, mask_prob=args.mask_prob,
+                      position_steps=args.position_steps, position_lr=args.position_lr)
+    extra = dict(feature_store_meta=data.store.meta, max_len=args.max_len, train_args=vars(args),
+                 world_size=world, torch_threads=torch.get_num_threads())
+    if rank == 0:
+        print(f"simplelxmert_train: {len(data.train)} training pairs, validation {', '.join(f'{k}: {len(v)}' for k, v in data.val.items())}; "
+              f"{sum(p.numel() for p in model.parameters()):,} parameters; {world} process(es); "
+              f"{'resuming' if resuming else 'writing'} {out}")
+    try:
+        history = train(model, data.train, cfg, val_sets=data.val, collate_fn=collate_itm, out_dir=out,
+                        tokenizer=data.tokenizer, extra=extra, resume=resuming, progress=not args.quiet,
+                        position_ds=data.position)
+    except NonFiniteLossError as e:
+        raise SystemExit(f"simplelxmert_train: {e}")
+    finally:
+        if world > 1 and dist.is_initialized(): dist.destroy_process_group()
+    if rank == 0 and history:
+        import matplotlib; matplotlib.use("Agg")
+        fig = plot_history(history, title=f"ITM on {args.data}")
+        fig.savefig(out / "curves.png", dpi=110)
+        last = history[-1]
+        print("final: " + ", ".join(f"{k} {v:.4f}" for k, v in last.items() if k.endswith(("_acc", "_auc", "_loss"))))
+        print(f"step {last['step']}, {last['elapsed_s'] / 60:.1f} min; checkpoint in {out}")
+
 
 # %% ../nbs/A5_cli.ipynb #a5parser
 def predict_parser() -> argparse.ArgumentParser:

@@ -14,12 +14,12 @@ __all__ = ['ITM_MATCH', 'ITM_MISMATCH', 'SPLITS', 'RELATIONS', 'OPPOSITE', 'RELA
            'sample_hard_negative', 'PositionSpec', 'clear_positions', 'describe_position', 'parse_position_caption',
            'position_truth', 'truth_of', 'position_specs', 'write_shapes_captions', 'ITMPair', 'make_eval_pairs',
            'position_records', 'flip_pairs', 'TextOnlyBaseline', 'train_tokenizer', 'load_tokenizer', 'encode_captions',
-           'ToyData', 'make_toy_data', 'toydata_cli', 'ITMDataset', 'ITMPairDataset', 'collate_itm', 'CaptionRecord',
-           'image_id', 'image_path', 'check_image_name', 'KAGGLE_HEADER', 'read_kaggle_csv', 'read_karpathy_json',
+           'ToyData', 'make_toy_data', 'ITMDataset', 'ITMPairDataset', 'collate_itm', 'CaptionRecord', 'image_id',
+           'image_path', 'check_image_name', 'KAGGLE_HEADER', 'read_kaggle_csv', 'read_karpathy_json',
            'canonical_vocabulary']
 
 # %% ../nbs/01_dataset.ipynb #0b800bc9
-import argparse, json, os, random, re, sys, tempfile, warnings
+import json, os, random, re, tempfile, warnings
 from collections import defaultdict
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -569,24 +569,13 @@ def _store_has(path, ids) -> bool:
     except FileNotFoundError: return False
     return all(i in store for i in ids)
 
-# %% ../nbs/01_dataset.ipynb #63a6bb74
-def toydata_cli(argv=None) -> int:
-    "Command line: `simplelxmert_toydata OUT_DIR [--n-images N] [--seed S]`; returns the exit status."
-    p = argparse.ArgumentParser(prog="simplelxmert_toydata", description=
-        "Make the offline ShapesWorld dataset: images, captions (Kaggle results.csv and Karpathy json), "
-        "a WordPiece tokenizer and a toy feature store. Re-running resumes or does nothing.")
-    p.add_argument("out_dir", help="folder to create (or to resume)")
-    p.add_argument("--n-images", type=int, default=1000, help="number of images (default 1000)")
-    p.add_argument("--seed", type=int, default=0, help="random seed, 0 or more (default 0)")
-    args = p.parse_args(argv)
-    if args.n_images < 1: p.error("--n-images must be at least 1")
-    if args.seed < 0: p.error("--seed must be 0 or more")
-    try: td = make_toy_data(args.out_dir, args.n_images, args.seed, verbose=True)
-    except (ValueError, RuntimeError, OSError) as e:
-        print(f"simplelxmert_toydata: error: {one_line(e)}", file=sys.stderr); return 2
-    print(f"toy data ready in {td.root}: {len(td.scenes())} images, {len(td.records())} captions, "
-          f"{len(td.store())} feature entries")
-    return 0
+# %% ../nbs/01_dataset.ipynb #250716ae
+import importlib
+_MOVED = {"toydata_cli": "cli"}   # names that moved to an appendix module
+def __getattr__(name):
+    "Names that moved to an appendix module still import from here."
+    if name in _MOVED: return getattr(importlib.import_module(f"simplelxmert.{_MOVED[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 # %% ../nbs/01_dataset.ipynb #8f4b89a5
 class _StoreItems:

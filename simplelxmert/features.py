@@ -4,7 +4,7 @@
 
 # %% ../nbs/00_features.ipynb #7cdd3bde
 from __future__ import annotations
-import argparse, inspect, json, os, sys
+import inspect, json, os
 from dataclasses import dataclass, field, asdict
 from pathlib import Path
 
@@ -14,8 +14,8 @@ __all__ = ['COLORS', 'SHAPES', 'SIZES', 'RGB', 'BACKGROUND', 'SIZE_RANGE', 'IMAG
            'pad_regions', 'whole_image_box', 'normalized_pixels', 'check_device', 'PixelRoIExtractor',
            'foreground_runs', 'touching_runs', 'connected_components', 'find_shapes', 'frcnn_weights_file',
            'read_state_dict', 'build_frcnn', 'FasterRCNNExtractor', 'show_regions', 'make_extractor', 'list_images',
-           'extract_features', 'extract_cli', 'feature_stats', 'linear_probe', 'FeatureStore', 'FeatureStoreWriter',
-           'RegionFeatures', 'atomic_write', 'atomic_write_text', 'one_line', 'load_image']
+           'extract_features', 'feature_stats', 'linear_probe', 'FeatureStore', 'FeatureStoreWriter', 'RegionFeatures',
+           'atomic_write', 'atomic_write_text', 'one_line', 'load_image']
 
 # %% ../nbs/00_features.ipynb #a50f5ad0
 import numpy as np
@@ -470,39 +470,13 @@ def extract_features(images_dir, store_path, k: int | None = None, batch_size: i
         extracted = _extract_into(writer, extractor, todo, boxes, batch_size, skipped, progress)
     return {"store": str(store_path), "extracted": extracted, "already_present": present, "skipped": skipped, "repaired": repaired}
 
-# %% ../nbs/00_features.ipynb #9de93be8
-def extract_cli(argv=None):
-    "simplelxmert_extract IMAGES_DIR STORE: region features of every image in a folder, into one feature store."
-    p = argparse.ArgumentParser(prog="simplelxmert_extract", description="Extract K region features per image of IMAGES_DIR into the feature store STORE "
-                                "(resumable: run it again after an interruption and it continues; a finished store is left as is).")
-    p.add_argument("images_dir", metavar="IMAGES_DIR", help="folder of images (jpg, png, ...)")
-    p.add_argument("store", metavar="STORE", help="feature store folder (created, or resumed)")
-    p.add_argument("--k", type=int, default=None, help=f"regions per image, 1 to {MAX_K} (default 36; with --boxes, the most boxes of any image)")
-    p.add_argument("--batch-size", type=int, default=8, help=f"images per batch, 1 to {MAX_BATCH} (default 8)")
-    p.add_argument("--boxes", default=None, metavar="BOXES_FILE", help="JSON {file: [[x1, y1, x2, y2], ...]} in pixels: pool these boxes instead of detecting")
-    p.add_argument("--weights", default="default", help="frcnn weights: 'default' (torchvision COCO weights from the local cache; never downloads), 'random', or a state-dict PATH")
-    p.add_argument("--device", default=None, choices=["cpu", "cuda"], help="default: cuda when available")
-    p.add_argument("--extractor", default="frcnn", choices=sorted(EXTRACTORS), help="frcnn: torchvision Faster R-CNN (default); toy: RoIAlign over normalized pixels at --boxes (ShapesWorld)")
-    p.add_argument("--min-size", type=int, default=800, help="frcnn: resize the shorter image side to this (default 800)")
-    p.add_argument("--max-size", type=int, default=1333, help="frcnn: cap on the longer side (default 1333)")
-    p.add_argument("--score-thresh", type=float, default=None, help="frcnn: minimum detection score (default 0.2; 0 with random weights)")
-    p.add_argument("--repair", action="store_true", help="first drop the damaged entries of STORE (a cut file, a bad index line), then extract them again")
-    a = p.parse_args(argv)
-    for flag, value, hi in (("--k", a.k, MAX_K), ("--batch-size", a.batch_size, MAX_BATCH)):
-        if value is not None and not 1 <= value <= hi: p.error(f"{flag} must be from 1 to {hi}, got {value}")
-    kw = {"min_size": a.min_size, "max_size": a.max_size, "score_thresh": a.score_thresh} if a.extractor == "frcnn" else {}
-    try:
-        s = extract_features(a.images_dir, a.store, k=a.k, batch_size=a.batch_size, boxes=a.boxes, weights=a.weights, device=a.device,
-                             extractor=a.extractor, repair=a.repair, **kw)
-    except (OSError, ValueError, RuntimeError) as e:   # a missing or unreadable file, a bad setting, a damaged store: named
-        print(f"simplelxmert_extract: error: {one_line(e)}", file=sys.stderr); return 2
-    except KeyboardInterrupt:   # the writer has committed every finished batch
-        print(f"simplelxmert_extract: interrupted; the images extracted so far are in {a.store}: run the same command "
-              f"again to go on", file=sys.stderr); return 130
-    if s["repaired"]: print(f"{s['store']}: repaired: dropped {len(s['repaired'])} damaged entries, extracted again below")
-    print(f"{s['store']}: extracted {s['extracted']}, already present {s['already_present']}, skipped {len(s['skipped'])}")
-    for name, why in s["skipped"].items(): print(f"  skipped {name}: {why}")
-    return 0
+# %% ../nbs/00_features.ipynb #17c61542
+import importlib
+_MOVED = {"extract_cli": "cli"}   # names that moved to an appendix module
+def __getattr__(name):
+    "Names that moved to an appendix module still import from here."
+    if name in _MOVED: return getattr(importlib.import_module(f"simplelxmert.{_MOVED[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 # %% ../nbs/00_features.ipynb #9283c1fd
 def feature_stats(store: FeatureStore, max_images: int | None = None) -> tuple[np.ndarray, np.ndarray]:

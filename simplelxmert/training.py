@@ -6,24 +6,24 @@
 from __future__ import annotations
 
 # %% auto #0
-__all__ = ['MODEL_INPUTS', 'RANDOM_NEG_EPOCHS', 'RESUME_MAY_CHANGE', 'default_device', 'seed_everything', 'ITMModel', 'roc_auc',
-           'itm_loss', 'MLMTransform', 'MLMHead', 'mask_tokens', 'sinusoid_positions', 'init_sinusoid_positions',
-           'param_groups', 'fused_adamw_supported', 'make_optimizer', 'warmup_linear', 'make_scheduler', 'trim_padding',
-           'model_inputs', 'predict_logits', 'itm_metrics', 'evaluate', 'read_config', 'export_checkpoint',
-           'TrainConfig', 'lr_multiplier', 'make_train_scheduler', 'BatchOrder', 'Trainer', 'validation_loaders',
-           'check_run', 'train', 'plot_history', 'LivePlot', 'feature_stats', 'check_store', 'CurriculumITMDataset',
-           'MixedITMDataset', 'ITMData', 'itm_data', 'toy_itm_data', 'train_parser', 'given_flags', 'train_cli']
+__all__ = ['MODEL_INPUTS', 'default_device', 'seed_everything', 'ITMModel', 'roc_auc', 'itm_loss', 'MLMTransform', 'MLMHead',
+           'mask_tokens', 'sinusoid_positions', 'init_sinusoid_positions', 'param_groups', 'fused_adamw_supported',
+           'make_optimizer', 'warmup_linear', 'make_scheduler', 'trim_padding', 'model_inputs', 'predict_logits',
+           'itm_metrics', 'evaluate', 'read_config', 'export_checkpoint', 'TrainConfig', 'lr_multiplier',
+           'make_train_scheduler', 'BatchOrder', 'Trainer', 'validation_loaders', 'check_run', 'train', 'plot_history',
+           'LivePlot', 'feature_stats', 'check_store', 'CurriculumITMDataset', 'MixedITMDataset', 'ITMData', 'itm_data',
+           'toy_itm_data']
 
 # %% ../nbs/04_itm_training.ipynb #46de8397
-import argparse, dataclasses, json, math, os, random, shutil, sys, tempfile, time
-from dataclasses import dataclass, asdict, field
+import json, math, os, random, shutil, sys, tempfile, time
+from contextlib import nullcontext
+from dataclasses import dataclass, asdict
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-import torch.distributed as dist
 from torch.utils.data import DataLoader, DistributedSampler
 from safetensors.torch import save_file, load_file
 from tqdm import tqdm
@@ -31,15 +31,15 @@ from tqdm import tqdm
 from fastcore.basics import patch
 
 from .encoders import LXMERT, LXMERTConfig
-from .features import FeatureStore, atomic_write, check_device, one_line
+from .features import FeatureStore, atomic_write
 from .dataset import (ITM_MATCH, ITMDataset, ITMPair, ITMPairDataset, collate_itm, flip_pairs, load_tokenizer,
-                                  make_eval_pairs, make_toy_data, position_records, read_kaggle_csv, read_karpathy_json,
-                                  split_by_image)
+                                  make_eval_pairs, make_toy_data, position_records)
 from .at_scale import (CONFIG_NAME, WEIGHTS_NAME, STATE_NAME, HISTORY_NAME, LEGACY_STATE_NAME,
                                    DamagedCheckpointError, NonFiniteLossError, StopOnInterrupt, barrier, check_finite,
                                    dist_info, get_rng_state, has_training_state, load_state_file, load_training_state,
                                    mean_over_processes, mixed_precision, run_device, save_state_file, save_training_state,
-                                   set_rng_state, wrap_ddp, write_json, init_distributed, load_optimizer_state, STATE_KEY)
+                                   set_rng_state, wrap_ddp, write_json, init_distributed, load_optimizer_state, STATE_KEY,
+                                   run_lock)
 
 # %% ../nbs/04_itm_training.ipynb #bd9840ef
 def default_device() -> torch.device:
@@ -422,11 +422,16 @@ class Trainer:
         self.sums, self.seen = {}, 0          # running sums of the training numbers since the last validation
 
     def start(self, resume: bool = False):
-        "Continue the run saved in `out_dir` (A3), or seed every generator; then wrap the model for several processes."
-        if resume and self.out_dir is not None and has_training_state(self.out_dir):
-            st = load_training_state(self.out_dir, self.model, self.optimizer, self.scheduler, self.scaler)
-            self.step, self.history, self.elapsed = st["step"], st["history"], st["elapsed"]
-        else: seed_everything(self.cfg.seed + self.rank)
+        "Take the run folder (A3: one writer), continue the run saved there or seed every generator; wrap for DDP."
+        self.lock = run_lock(self.out_dir, self.rank)                          # A3: a second run here is refused
+        try:
+            if resume and self.out_dir is not None and has_training_state(self.out_dir):
+                st = load_training_state(self.out_dir, self.model, self.optimizer, self.scheduler, self.scaler)
+                self.step, self.history, self.elapsed = st["step"], st["history"], st["elapsed"]
+            else: seed_everything(self.cfg.seed + self.rank)
+        except BaseException:
+            if self.lock: self.lock.release()                                  # a refused resume leaves the folder free
+            raise
         self.last_saved, self.t0 = self.step, time.time() - self.elapsed
         self.net = wrap_ddp(self.model, self.device)                           # A3: DDP under torchrun
         return self
@@ -459,6 +464,8 @@ def log(self: Trainer, **numbers):
     self.seen += 1
 
 
+
+# %% ../nbs/04_itm_training.ipynb #22d8c43d
 @patch
 def train_step(self: Trainer, batch: dict, interrupted: bool = False) -> bool:
     "One optimizer step on `batch`: forward, ITM (+ λ × masked-LM) loss, update. Returns whether any process saw a Ctrl-C."
@@ -562,7 +569,7 @@ def train(model: ITMModel, train_ds, cfg: TrainConfig, val_sets: dict | None = N
     loaders = validation_loaders(val_sets, cfg, collate_fn)
     bar = tqdm(total=cfg.steps, initial=t.step, disable=not progress or t.rank != 0, desc="train", dynamic_ncols=True)
     model.train()
-    with bar, StopOnInterrupt() as ctrl_c:
+    with bar, StopOnInterrupt() as ctrl_c, t.lock or nullcontext():
         for batch in order(t.step, collate_fn, pin_memory=t.device.type == "cuda"):
             interrupted = t.train_step(batch, ctrl_c.hit); bar.update()
             t.stopped = t.stop_reason(interrupted, stop_after)
@@ -713,227 +720,15 @@ def toy_itm_data(data_dir, n_images: int = 2000, data_seed: int = 0, **kw) -> IT
     return itm_data(td.records("train"), td.records("val"), td.store(), td.tokenizer(), scenes=td.scenes(), **kw)
 
 
-# %% ../nbs/04_itm_training.ipynb #958fc021
-def _model_config(args, tokenizer, store) -> LXMERTConfig:
-    l, r, x = (int(v) for v in args.layers.split(","))
-    return LXMERTConfig(vocab_size=len(tokenizer), hidden_size=args.hidden, num_attention_heads=args.heads,
-                        intermediate_size=args.intermediate or 4 * args.hidden, l_layers=l, r_layers=r, x_layers=x,
-                        visual_feat_dim=store.dim, hidden_dropout_prob=args.dropout,
-                        attention_probs_dropout_prob=args.dropout, initializer_range=args.init_range)
-
-
-def _load_data(args) -> ITMData:
-    kw = dict(max_len=args.max_len, hard_neg_prob=args.hard_neg_prob, seed=args.seed, max_val_pairs=args.max_val_pairs,
-              random_neg_epochs=args.random_neg_epochs)
-    if args.position_steps and not args.position_captions:
-        raise SystemExit("simplelxmert_train: --position-steps needs --position-captions N (the first lesson's pairs)")
-    if args.position_captions < 0 or not 0 <= args.position_steps < args.steps:
-        raise SystemExit(f"simplelxmert_train: --position-captions {args.position_captions} must be >= 0 and --position-steps "
-                         f"{args.position_steps} between 0 and --steps {args.steps} (the first lesson is part of the run)")
-    if args.data == "toy":
-        return toy_itm_data(args.data_dir, n_images=args.n_images, data_seed=args.data_seed,
-                            position_captions=args.position_captions, **kw)
-    if args.position_captions:
-        raise SystemExit("simplelxmert_train: --position-captions needs ShapesWorld scenes (--data toy)")
-    for opt in ("captions", "store"):
-        if getattr(args, opt) is None: raise SystemExit(f"simplelxmert_train: --data flickr30k needs --{opt}")
-    cap = Path(args.captions)
-    if not cap.exists(): raise SystemExit(f"simplelxmert_train: captions file {cap} does not exist")
-    records = read_karpathy_json(cap) if cap.suffix == ".json" else split_by_image(read_kaggle_csv(cap), seed=args.data_seed)
-    train_r = [r for r in records if r.split == "train"]
-    val_r = [r for r in records if r.split == "val"]
-    if not train_r or not val_r: raise SystemExit(f"simplelxmert_train: {cap} has no train or no val split")
-    store_path = Path(args.store)
-    if not store_path.exists():
-        hint = args.images or "IMAGES_DIR"
-        raise SystemExit(f"simplelxmert_train: feature store {store_path} does not exist; extract it first: "
-                         f"simplelxmert_extract {hint} {store_path}")
-    try: store = check_store(store_path, train_r + val_r)
-    except ValueError as e: raise SystemExit(f"simplelxmert_train: {e}")
-    try: tokenizer = load_tokenizer(args.tokenizer)
-    except (OSError, RuntimeError) as e: raise SystemExit(f"simplelxmert_train: --tokenizer {args.tokenizer}: {e}")
-    return itm_data(train_r, val_r, store, tokenizer, scenes=None, **kw)
-
-
-RANDOM_NEG_EPOCHS = 3   # the curriculum of the recipe (toy data): random negatives first
-
-
-def train_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="simplelxmert_train", description=
-        "Train LXMERT on Image-Text Matching (toy ShapesWorld offline, or Flickr30k with extracted features). "
-        "Writes a checkpoint folder: model.safetensors, config.json, tokenizer/, trainer_state.safetensors, history.json, curves.png. "
-        "Runs under torchrun for several processes/GPUs (DistributedDataParallel).")
-    g = p.add_argument_group("data")
-    g.add_argument("--data", choices=("toy", "flickr30k"), help="toy: ShapesWorld (offline); flickr30k: real captions + feature store")
-    g.add_argument("--data-dir", help="toy: folder made by simplelxmert_toydata (created when absent)")
-    g.add_argument("--n-images", type=int, default=2000, help="toy: images of the generated world (default 2000; an existing --data-dir must have been made with as many)")
-    g.add_argument("--data-seed", type=int, default=0, help="toy: seed of the generated world; flickr30k: split seed for results.csv")
-    g.add_argument("--captions", help="flickr30k: results.csv (Kaggle) or dataset_flickr30k.json (Karpathy splits)")
-    g.add_argument("--images", help="flickr30k: the images folder (only named in the hint when --store is missing)")
-    g.add_argument("--store", help="flickr30k: feature store made by simplelxmert_extract")
-    g.add_argument("--tokenizer", default="bert-base-uncased", help="flickr30k: tokenizer name or folder (default bert-base-uncased)")
-    g.add_argument("--max-len", type=int, default=32, help="max tokens per caption (default 32)")
-    g.add_argument("--hard-neg-prob", type=float, default=0.5, help="toy: share of negatives that are compositional (default 0.5)")
-    g.add_argument("--random-neg-epochs", type=int, default=RANDOM_NEG_EPOCHS, help=
-                   f"toy: curriculum, random negatives only for the first N epochs (default {RANDOM_NEG_EPOCHS})")
-    g.add_argument("--position-captions", type=int, default=0, help=
-                   "toy: one-object captions per training image ('The red circle is on the left.'), in the training "
-                   "set with their flipped twins as negatives (default 0: none)")
-    g.add_argument("--max-val-pairs", type=int, default=1000, help="validation pairs per kind (default 1000)")
-    m = p.add_argument_group("model (LXMERTConfig)")
-    m.add_argument("--hidden", type=int, default=128); m.add_argument("--heads", type=int, default=4)
-    m.add_argument("--intermediate", type=int, default=None, help="FFN size (default 4 x hidden)")
-    m.add_argument("--layers", default="2,2,2", help="language,object,cross layers (default 2,2,2)")
-    m.add_argument("--dropout", type=float, default=0.1); m.add_argument("--init-range", type=float, default=0.02)
-    m.add_argument("--head", choices=("bce", "ce2"), default="bce", help="one logit + BCE, or the reference's 2-way head")
-    m.add_argument("--mlm-weight", type=float, default=0.0, help=
-                   "weight of LXMERT's masked cross-modality LM loss, added to ITM (default 0: ITM only; adds a tied LM head)")
-    m.add_argument("--mask-prob", type=float, default=0.15, help="masked LM: probability that a word is chosen (default 0.15)")
-    m.add_argument("--position-init", choices=("random", "sinusoid"), default="random",
-                   help="start of the learned position table: random (as the reference) or 0.1 x the Transformer's sinusoids")
-    m.add_argument("--feature-norm", choices=("standardize", "none"), default="standardize",
-                   help="standardize region features with the training set's mean/std (default)")
-    t = p.add_argument_group("training")
-    d = TrainConfig()
-    t.add_argument("--steps", type=int, default=d.steps); t.add_argument("--batch-size", type=int, default=d.batch_size)
-    t.add_argument("--lr", type=float, default=d.lr); t.add_argument("--warmup", type=float, default=d.warmup)
-    t.add_argument("--weight-decay", type=float, default=d.weight_decay); t.add_argument("--clip", type=float, default=d.clip)
-    t.add_argument("--position-steps", type=int, default=d.position_steps, help=
-                   "a first lesson: the first N of --steps train on the one-object pairs alone, without the masked LM "
-                   "(needs --position-captions; default 0)")
-    t.add_argument("--position-lr", type=float, default=d.position_lr, help=
-                   f"the first lesson's learning rate, warmed up over its first quarter (default {d.position_lr:g})")
-    t.add_argument("--seed", type=int, default=d.seed); t.add_argument("--eval-every", type=int, default=d.eval_every)
-    t.add_argument("--save-every", type=int, default=d.save_every); t.add_argument("--num-workers", type=int, default=None, help="DataLoader workers (default 0)")
-    t.add_argument("--no-amp", action="store_true", help="no mixed precision on CUDA")
-    t.add_argument("--device", default=None, help="cpu | cuda | cuda:N (default: cuda when available)")
-    t.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)")
-    t.add_argument("--max-minutes", type=float, default=None, help="stop (and checkpoint) after this much wall time")
-    p.add_argument("--out", required=True, help="checkpoint folder to write")
-    p.add_argument("--resume", action="store_true", help="continue the run saved in --out exactly where it stopped")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    return p
-
-
-# where and how long, not what (a toy world moved elsewhere is checked by its toydata.json, or made again, the same)
-RESUME_MAY_CHANGE = ("max_minutes", "quiet", "device", "threads", "num_workers", "data_dir")
-
-def given_flags(p: argparse.ArgumentParser, argv) -> set:
-    "The destinations of the options given on the command line, not left to their defaults."
-    unset = object()   # argparse does not overwrite an attribute the namespace already has with a default
-    ns = p.parse_args(argv, argparse.Namespace(**{k: unset for k in vars(p.parse_args(argv))}))
-    return {k for k, v in vars(ns).items() if v is not unset}
-
-def _action(p: argparse.ArgumentParser, dest: str) -> argparse.Action:
-    return next(a for a in p._actions if a.dest == dest)
-
-def _flag_name(p: argparse.ArgumentParser, dest: str) -> str:
-    "The command-line name of option `dest`: `max_minutes` → `--max-minutes`."
-    return _action(p, dest).option_strings[-1]
-
-def _as_flag(p: argparse.ArgumentParser, dest: str, value) -> str:
-    "How `value` of option `dest` was given: `with --steps 300`, `with --no-amp`, `without --no-amp`, `with --device left to its default`."
-    flag = _flag_name(p, dest)
-    if _action(p, dest).nargs == 0: return f"{'with' if value else 'without'} {flag}"
-    return f"with {flag} left to its default" if value is None else f"with {flag} {value}"
-
-def _check_train_args(p, args):
-    "Clear errors, naming the flag, for settings that cannot run."
-    if args.data is None: p.error("--data toy|flickr30k is required")
-    if args.data == "toy" and not args.data_dir: p.error("--data toy needs --data-dir (created when absent)")
-    for flag in ("steps", "batch_size", "eval_every", "save_every", "n_images", "max_val_pairs"):
-        if getattr(args, flag) < 1: p.error(f"--{flag.replace('_', '-')} must be at least 1, got {getattr(args, flag)}")
-    if args.max_len < 3: p.error(f"--max-len must be at least 3 ([CLS], a word, [SEP]), got {args.max_len}")
-    if args.max_minutes is not None and args.max_minutes <= 0: p.error(f"--max-minutes must be positive, got {args.max_minutes}")
-    try: check_device(args.device)
-    except RuntimeError as e: p.error(str(e))
-    layers = args.layers.split(",")
-    if len(layers) != 3 or not all(v.strip().isdigit() for v in layers):
-        p.error(f"--layers must be three comma-separated layer counts L,R,X (language, object, cross), e.g. 2,2,2; got {args.layers!r}")
-
-def train_cli(argv=None):
-    "Command line: `simplelxmert_train --data toy|flickr30k ... --out DIR [--resume] [--max-minutes M]`; history in DIR/history.json."
-    p = train_parser()
-    args = p.parse_args(argv)
-    out = Path(args.out)
-    try: resuming = args.resume and has_training_state(out)
-    except DamagedCheckpointError as e: raise SystemExit(f"simplelxmert_train: error: {e}")
-    try: saved_config = read_config(out) if (out / CONFIG_NAME).exists() else None
-    except DamagedCheckpointError as e: raise SystemExit(f"simplelxmert_train: error: {e}; delete {out} (or choose another --out) to train anew")
-    if not resuming and saved_config is not None:
-        p.error(f"{out} holds a checkpoint (step {saved_config.get('step')}): "
-                + ("pass --resume to continue its run, or " if (out / STATE_NAME).exists() else "")
-                + "choose another --out (or delete the folder to start over)")
-    if resuming:  # the saved run's settings, except where to run and for how long
-        saved = (saved_config or {}).get("train_args", {})
-        changed = sorted(k for k in given_flags(p, argv) - {"resume", "out", *RESUME_MAY_CHANGE}
-                         if k in saved and saved[k] != getattr(args, k))
-        if changed:
-            flags = ", ".join(_as_flag(p, k, saved[k]) for k in changed)
-            may = ", ".join(_flag_name(p, k) for k in RESUME_MAY_CHANGE)
-            p.error(f"{out} was trained {flags}: --resume continues that run with its own settings (only "
-                    f"{may} may change); leave those flags out, "
-                    f"or train a new run with another --out")
-        keep = {k: getattr(args, k) for k in ("max_minutes", "quiet")}      # this invocation's budget and display
-        keep.update({k: v for k in RESUME_MAY_CHANGE if k not in keep and (v := getattr(args, k)) is not None})
-        args = argparse.Namespace(**{**vars(args), **saved, **keep, "resume": True, "out": str(out)})
-    _check_train_args(p, args)
-    try: return _train_from_args(args, out, resuming)
-    except (ValueError, OSError) as e:   # bad data, store, tokenizer or settings: the message says which
-        raise SystemExit(f"simplelxmert_train: error: {e}")
-
-def _check_same_tokenizer(out: Path, tokenizer):
-    "A run resumes only on data tokenized as it was trained: the same token ids as the tokenizer saved in its checkpoint."
-    saved = out / "tokenizer"
-    if saved.exists():
-        try: same = load_tokenizer(saved).get_vocab() == tokenizer.get_vocab()
-        except (OSError, ValueError) as e:
-            raise DamagedCheckpointError(f"{saved} cannot be read ({e}): the checkpoint is damaged") from None
-    else: same = read_config(out).get("lxmert", {}).get("vocab_size") in (None, len(tokenizer))   # no tokenizer saved
-    if not same:
-        raise ValueError(f"the data's tokenizer has other token ids than the one the run in {out} was trained with ({saved}): "
-                         f"resume on the data it was trained on (a toy world made by an older version has other ids), "
-                         f"or train a new run with another --out")
-
-def _train_from_args(args, out, resuming):
-    "Data, model and `train` from the checked command-line settings."
-    if args.threads: torch.set_num_threads(args.threads)   # resume with the same threads for bit-equal results
-    rank, world = init_distributed()
-    if args.data == "toy" and rank == 0: make_toy_data(args.data_dir, args.n_images, args.data_seed)  # once
-    if world > 1: dist.barrier()
-    data = _load_data(args)
-    if resuming: _check_same_tokenizer(out, data.tokenizer)
-    seed_everything(args.seed)
-    norm = feature_stats(data.store, [r.image_id for r in data.train.records]) if args.feature_norm == "standardize" else None
-    model = ITMModel(_model_config(args, data.tokenizer, data.store), head=args.head, feature_norm=norm, mlm=args.mlm_weight > 0)
-    if args.position_init == "sinusoid": init_sinusoid_positions(model.lxmert)
-    cfg = TrainConfig(lr=args.lr, batch_size=args.batch_size, steps=args.steps, warmup=args.warmup,
-                      weight_decay=args.weight_decay, clip=args.clip, seed=args.seed, eval_every=args.eval_every,
-                      save_every=args.save_every, num_workers=args.num_workers or 0, amp=not args.no_amp,
-                      max_minutes=args.max_minutes, device=args.device, mlm_weight=args.mlm_weight, mask_prob=args.mask_prob,
-                      position_steps=args.position_steps, position_lr=args.position_lr)
-    extra = dict(feature_store_meta=data.store.meta, max_len=args.max_len, train_args=vars(args),
-                 world_size=world, torch_threads=torch.get_num_threads())
-    if rank == 0:
-        print(f"simplelxmert_train: {len(data.train)} training pairs, validation {', '.join(f'{k}: {len(v)}' for k, v in data.val.items())}; "
-              f"{sum(p.numel() for p in model.parameters()):,} parameters; {world} process(es); "
-              f"{'resuming' if resuming else 'writing'} {out}")
-    try:
-        history = train(model, data.train, cfg, val_sets=data.val, collate_fn=collate_itm, out_dir=out,
-                        tokenizer=data.tokenizer, extra=extra, resume=resuming, progress=not args.quiet,
-                        position_ds=data.position)
-    except NonFiniteLossError as e:
-        raise SystemExit(f"simplelxmert_train: {e}")
-    finally:
-        if world > 1 and dist.is_initialized(): dist.destroy_process_group()
-    if rank == 0 and history:
-        import matplotlib; matplotlib.use("Agg")
-        fig = plot_history(history, title=f"ITM on {args.data}")
-        fig.savefig(out / "curves.png", dpi=110)
-        last = history[-1]
-        print("final: " + ", ".join(f"{k} {v:.4f}" for k, v in last.items() if k.endswith(("_acc", "_auc", "_loss"))))
-        print(f"step {last['step']}, {last['elapsed_s'] / 60:.1f} min; checkpoint in {out}")
+# %% ../nbs/04_itm_training.ipynb #9e005b53
+import importlib
+_MOVED = {n: "cli" for n in ("train_cli", "train_parser", "given_flags", "RANDOM_NEG_EPOCHS", "RESUME_MAY_CHANGE")}   # names that moved to an appendix module
+def __getattr__(name):
+    "Names that moved to an appendix module still import from here."
+    if name in _MOVED: return getattr(importlib.import_module(f"simplelxmert.{_MOVED[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 # %% ../nbs/04_itm_training.ipynb #9bfca3cf
 #| eval: false
-if __name__ == "__main__" and "ipykernel" not in sys.modules: train_cli()   # python -m simplelxmert.training
+if __name__ == "__main__" and "ipykernel" not in sys.modules:    # python -m simplelxmert.training (torchrun)
+    from simplelxmert.cli import train_cli; train_cli()

@@ -86,3 +86,15 @@ def test_trainer_state_is_safetensors_and_json(checkpoint):
         state = json.loads(f.metadata()["simplelxmert_trainer_state"])
         assert state["step"] == 3 and any(k.startswith("state.model.") for k in f.keys())
     assert not list(run.rglob("*.pt")) and not list(run.rglob("*.pkl")) and not list(run.rglob("*.bin"))
+
+
+def test_one_writer_per_run_folder(checkpoint, tmp_path):
+    "A second simplelxmert_train on a folder in use is refused in one line, before it reads or writes there."
+    from simplelxmert.store import FolderLock
+    run = tmp_path / "run"; shutil.copytree(checkpoint / "run", run)
+    before = {p.name: p.stat().st_mtime_ns for p in run.iterdir()}
+    with FolderLock(run, "the run folder"):                       # another run holds it
+        err = errors_of(train_cli, ["--out", str(run), "--resume", "--quiet", "--threads", "1"])
+    assert "another process is writing to the run folder" in err and err.count("\n") == 1, err
+    assert {p.name: p.stat().st_mtime_ns for p in run.iterdir()} == before           # nothing touched
+    assert errors_of(train_cli, ["--out", str(run), "--resume", "--quiet", "--threads", "1"]) == ""   # free again: resumes

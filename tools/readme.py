@@ -17,7 +17,8 @@ def render(nb_path=ROOT/"nbs"/"index.ipynb"):
         if c.cell_type == "markdown": parts.append(src)
         elif c.cell_type == "code" and not src.startswith("#|"): parts.append(f"```python\n{src}\n```")
     text = "\n\n".join(parts) + "\n"
-    return re.sub(r"\]\((\d\d_\w+|index)\.ipynb\)", r"](nbs/\1.ipynb)", text)  # links work from the repo root
+    text = re.sub(r"\]\(([A\d]\d_\w+|index)\.ipynb\)", r"](nbs/\1.ipynb)", text)  # links work from the repo root
+    return re.sub(r"\]\(images/", "](nbs/images/", text)
 
 def main():
     text, readme = render(), ROOT/"README.md"
