@@ -10,7 +10,6 @@ SDPA's fused kernels), ~1e-7 per operation, so 1e-4 for outputs after six layers
 for gradients. Extraction compares with TF32 off (`fp32_exact`): cuDNN convolutions use TF32 by default on Ampere and
 later, ~1e-3 relative, which is measured and recorded, not asserted."""
 import copy, json, os
-from pathlib import Path
 
 import numpy as np
 import pytest

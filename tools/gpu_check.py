@@ -81,7 +81,7 @@ def run_cmd(cmd, part, log=None, env=None):
     try: out, _ = p.communicate(timeout=max(1.0, part.left()))
     except subprocess.TimeoutExpired:
         os.killpg(p.pid, signal.SIGKILL); out, _ = p.communicate()
-        out += f"\n[gpu_check: killed after the part's time ran out]"
+        out += "\n[gpu_check: killed after the part's time ran out]"
         p.returncode = -9
     if log is not None: Path(log).write_text(out)
     return p.returncode, out
@@ -487,11 +487,13 @@ def largest_batch(p, name, config, k, model, head, device, b):
     import bench_model
     best, size, cap = None, b.start, b.caps[name]
     while size <= cap and p.left() > 15:
-        batch, labels = bench_model.make_batch(config, size, b.tokens, b.boxes, device)
-        step = with_autocast(bench_model.make_step(model, head, pooled_fn(k, model, batch), labels, fused_adamw=True),
-                             device, amp_dtype(device))
         if device.type == "cuda": torch.cuda.reset_peak_memory_stats()
-        try: step(); bench_model.sync(device); err = None
+        batch = labels = step = None
+        try:
+            batch, labels = bench_model.make_batch(config, size, b.tokens, b.boxes, device)
+            step = with_autocast(bench_model.make_step(model, head, pooled_fn(k, model, batch), labels, fused_adamw=True),
+                                 device, amp_dtype(device))
+            step(); bench_model.sync(device); err = None
         except RuntimeError as e: err = f"batch {size}: " + " ".join(str(e).split())[:160]   # (OutOfMemoryError is one)
         peak = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else None
         del batch, labels, step; model.zero_grad(set_to_none=True); head.zero_grad(set_to_none=True)
@@ -534,26 +536,36 @@ def store_loop(p, ctx, b):
     workers = min(8, max(1, (os.cpu_count() or 2) - 1))
     for w in (0, workers):
         dl = DataLoader(ds, batch_size=b.loader_batch, shuffle=True, num_workers=w, collate_fn=collate_itm, drop_last=True,
-                        pin_memory=ctx.device.type == "cuda", generator=torch.Generator().manual_seed(0),
-                        persistent_workers=False)
-        batches = (x for _, x in zip(range(b.loader_batches + 1), dl))
-        rates[f"DataLoader, {w} workers"] = rate(batches)
+                        pin_memory=ctx.device.type == "cuda", generator=torch.Generator().manual_seed(0))
+        try: rates[f"DataLoader, {w} workers"] = rate(x for _, x in zip(range(b.loader_batches + 1), dl))
+        except RuntimeError as e:          # e.g. workers killed by a small /dev/shm in a container
+            p.check(False, f"DataLoader with {w} workers: {' '.join(str(e).split())[:200]}")
     p.say(f"feature store -> {ctx.device.type} training loop ({'seed config' if not ctx.smoke else 'tiny config'}, AMP, batch "
           f"{b.loader_batch}, 36 x 1024-d regions): " + ", ".join(f"{k} {v:.0f}" for k, v in rates.items()) + " samples/s")
     return rates
 
 
+def free(device):
+    gc.collect()
+    if device.type == "cuda": torch.cuda.empty_cache()
+
+
 def part_bench(p, ctx):
-    "Ours vs Hugging Face at the seed and paper configurations; the feature store feeding a training loop."
+    """Ours vs Hugging Face at the seed and paper configurations, then the feature store feeding a training loop, then
+    the largest batches (the longest and most memory-hungry, last: the budget cuts them first)."""
     b = BENCH["smoke" if ctx.smoke else "full"]
-    p.say(f"batch {b.batch} x {b.tokens} tokens x {b.boxes} boxes; median of {b.repeats} alternating runs; samples/s")
-    for name, config in bench_configs(ctx.smoke).items():
+    configs = bench_configs(ctx.smoke)
+    p.say(f"batch {b.batch} x {b.tokens} tokens x {b.boxes} boxes; median of {b.repeats} alternating runs; samples/s; "
+          f"float32 is PyTorch's default (no TF32 in matrix products)")
+    for name, config in configs.items():
         if p.left() < 20: p.say(f"{name}: skipped, the part's time is spent"); p.note = "cut short by its budget"; continue
-        models = contenders(config, ctx.device)
-        p.figures[f"{name} samples/s"] = throughput(p, name, config, models, ctx.device, b)
-        if name == "seed" or ctx.smoke: p.figures["store loop samples/s"] = store_loop(p, ctx, b)
+        p.figures[f"{name} samples/s"] = throughput(p, name, config, contenders(config, ctx.device), ctx.device, b)
+        free(ctx.device)
+    if p.left() >= 20: p.figures["store loop samples/s"] = store_loop(p, ctx, b); free(ctx.device)
+    for name, config in configs.items():
+        if p.left() < 20: p.say(f"{name} largest batch: skipped, the part's time is spent"); p.note = "cut short by its budget"; continue
         fits = {}
-        for k, (model, head) in models.items():
+        for k, (model, head) in contenders(config, ctx.device).items():
             best, stop = largest_batch(p, name, config, k, model, head, ctx.device, b)
             fits[k] = dict(batch=best and best[0], peak_gib=best and best[1] and round(best[1], 1), stopped_by=stop)
         p.figures[f"{name} largest batch"] = fits
@@ -561,8 +573,7 @@ def part_bench(p, ctx):
             f"{'HF' if k == 'hf' else 'ours'} {f['batch']}{'+' if f['stopped_by'] == 'cap' else ''}"
             + (f" ({f['peak_gib']} GiB peak)" if f["peak_gib"] else "")
             + ("" if f["stopped_by"] == "cap" else f", stopped by {f['stopped_by']}") for k, f in fits.items()))
-        del models; gc.collect()
-        if ctx.device.type == "cuda": torch.cuda.empty_cache()
+        free(ctx.device)
     p.check(all(v > 0 for k, r in p.figures.items() if k.endswith("samples/s") for v in r.values()), "every figure measured")
 
 
@@ -579,7 +590,7 @@ def parse_args(argv):
     p.add_argument("--device", choices=("auto", "cuda", "cpu"), default="auto",
                    help="auto (default): CUDA when present, else every part is skipped; cpu: run the parts on the CPU (with --smoke)")
     p.add_argument("--smoke", action="store_true", help="every part tiny (a few steps, tiny models): the driver's code, in seconds")
-    p.add_argument("--budget", type=float, default=None, help="seconds for all parts together (default 450, 7.5 min; "
+    p.add_argument("--budget", type=float, default=None, help="seconds for all parts together (default 420, 7 min; "
                    "with --smoke 1200, and no part has a budget of its own: a CPU is slow, and a smoke run checks code, not time)")
     p.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated subset of {','.join(PARTS)}")
     p.add_argument("--out", default=os.environ.get("OUT") or None, help="folder for gpu_report.json and the logs (default $OUT)")
@@ -587,7 +598,7 @@ def parse_args(argv):
     p.add_argument("--keep", action="store_true", help="keep the temporary folder (data, checkpoints)")
     p.add_argument("--ddp-worker", default=None, help=argparse.SUPPRESS)
     a = p.parse_args(argv)
-    if a.budget is None: a.budget = 1200 if a.smoke else 450
+    if a.budget is None: a.budget = 1200 if a.smoke else 420
     unknown = set(a.parts.split(",")) - set(PARTS)
     if unknown: p.error(f"unknown parts {sorted(unknown)}: choose from {','.join(PARTS)}")
     return a
