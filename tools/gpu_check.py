@@ -158,7 +158,8 @@ def env_info(device) -> dict:
     "Versions, the GPU, and every import the package, its tests and its benches need (missing ones named)."
     info = dict(python=platform.python_version(), torch=torch.__version__, cuda=torch.version.cuda,
                 cudnn=torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
-                device=str(device), cuda_available=torch.cuda.is_available(), missing={})
+                device=str(device), cuda_available=torch.cuda.is_available(),
+                cublas_workspace_config=os.environ.get("CUBLAS_WORKSPACE_CONFIG"), missing={})
     if torch.cuda.is_available():
         pr = torch.cuda.get_device_properties(0)
         info.update(gpu=pr.name, gpus=torch.cuda.device_count(), capability=f"sm_{pr.major}{pr.minor}",
@@ -222,12 +223,12 @@ def itm_model(data, s, norm, dropout, mlm=True):
     return model
 
 
-def fit(ctx, data, model, out, s, steps, eval_every, save_every, **kw):
+def fit(ctx, data, model, out, s, steps, eval_every, save_every, max_minutes=None, **kw):
     "`train` with the recipe's settings (lr 1e-3, masked LM weight 1 when the model has the head); (history, seconds, autocasts)."
     from simplelxmert.dataset import collate_itm
     from simplelxmert.training import TrainConfig, train
     cfg = TrainConfig(lr=1e-3, batch_size=s.batch, steps=steps, eval_every=eval_every, save_every=save_every, seed=0,
-                      mlm_weight=1.0 if model.mlm_head is not None else 0.0, device=str(ctx.device))
+                      mlm_weight=1.0 if model.mlm_head is not None else 0.0, device=str(ctx.device), max_minutes=max_minutes)
     seen, t = set(), time.time()
     with spy_autocast(seen):
         hist = train(model, data.train, cfg, val_sets=data.val, collate_fn=collate_itm, out_dir=out, tokenizer=data.tokenizer,
@@ -237,15 +238,17 @@ def fit(ctx, data, model, out, s, steps, eval_every, save_every, **kw):
 
 
 def learn(p, ctx, data, norm, amp, s):
-    "Train the recipe for a minute: validation accuracy on random negatives clearly above chance."
+    "Train the recipe for a minute: validation accuracy on random negatives clearly above chance (stopped early by the part's budget)."
     from simplelxmert.training import STATE_NAME, load_state_file
     out = ctx.tmp / f"learn_{amp}"
-    hist, sec, seen = fit(ctx, data, itm_model(data, s, norm, 0.0), out, s, s.learn_steps, max(s.learn_steps // 3, 1), s.learn_steps)
+    hist, sec, seen = fit(ctx, data, itm_model(data, s, norm, 0.0), out, s, s.learn_steps, max(s.learn_steps // 3, 1),
+                          s.learn_steps, max_minutes=max(p.left() - 30, 10) / 60)
     last, scaler = hist[-1], load_state_file(out / STATE_NAME)["scaler"]
     fig = dict(steps=last["step"], seconds=round(sec, 1), samples_per_s=round(last["step"] * s.batch / sec, 1),
                random_acc=round(last["random_acc"], 3), compositional_acc=round(last["compositional_acc"], 3),
                train_loss=round(last["train_loss"], 4), autocast=seen, grad_scale=scaler.get("scale"))
     p.figures[f"{amp} learn"] = fig
+    if last["step"] < s.learn_steps: p.note = f"{amp} training stopped at step {last['step']} by the part's budget"
     p.say(f"{amp}: {fig['steps']} steps in {sec:.1f} s ({fig['samples_per_s']:.0f} samples/s, evaluations included): "
           f"validation accuracy {fig['random_acc']:.3f} random / {fig['compositional_acc']:.3f} compositional, "
           f"train loss {fig['train_loss']:.3f}; autocast {seen}" + (f", GradScaler scale {fig['grad_scale']:g}" if fig["grad_scale"] else ""))
@@ -653,11 +656,13 @@ def main(argv=None) -> int:
         report["total_s"] = round(time.time() - t0, 1)
         write_report(report, out)
     statuses = {k: v["status"] for k, v in report["parts"].items()}
-    report["ok"] = all(s in ("ok", "skipped") for s in statuses.values())
+    report["ok"] = all(s in ("ok", "skipped") for s in statuses.values())      # nothing failed
+    report["complete"] = all(s != "skipped" for s in statuses.values()) and not any(v["note"] for v in report["parts"].values())
     write_report(report, out)
     if not a.keep: __import__("shutil").rmtree(tmp, ignore_errors=True)
     else: print(f"gpu_check: kept {tmp}")
-    print(f"gpu_check: {'OK' if report['ok'] else 'FAILED'} in {report['total_s']:.0f} s of {a.budget:.0f}: "
+    print(f"gpu_check: {'OK' if report['ok'] else 'FAILED'}{'' if report['complete'] or not run_parts else ' (incomplete)'} "
+          f"in {report['total_s']:.0f} s of {a.budget:.0f}: "
           + ", ".join(f"{k} {v['status']} {v['seconds']:.0f} s" for k, v in report["parts"].items())
           + (f"; report in {out / 'gpu_report.json'}" if out else ""), flush=True)
     return 0 if report["ok"] else 1
