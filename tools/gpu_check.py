@@ -243,10 +243,11 @@ def learn(p, ctx, data, norm, amp, s):
     out = ctx.tmp / f"learn_{amp}"
     hist, sec, seen = fit(ctx, data, itm_model(data, s, norm, 0.0), out, s, s.learn_steps, max(s.learn_steps // 3, 1),
                           s.learn_steps, max_minutes=max(p.left() - 30, 10) / 60)
-    last, scaler = hist[-1], load_state_file(out / STATE_NAME)["scaler"]
+    state = load_state_file(out / STATE_NAME)
+    last, scaler, fused = hist[-1], state["scaler"], {g.get("fused") for g in state["optimizer"]["param_groups"]}
     fig = dict(steps=last["step"], seconds=round(sec, 1), samples_per_s=round(last["step"] * s.batch / sec, 1),
                random_acc=round(last["random_acc"], 3), compositional_acc=round(last["compositional_acc"], 3),
-               train_loss=round(last["train_loss"], 4), autocast=seen, grad_scale=scaler.get("scale"))
+               train_loss=round(last["train_loss"], 4), autocast=seen, grad_scale=scaler.get("scale"), fused_adamw=sorted(fused, key=str))
     p.figures[f"{amp} learn"] = fig
     if last["step"] < s.learn_steps: p.note = f"{amp} training stopped at step {last['step']} by the part's budget"
     p.say(f"{amp}: {fig['steps']} steps in {sec:.1f} s ({fig['samples_per_s']:.0f} samples/s, evaluations included): "
@@ -256,6 +257,7 @@ def learn(p, ctx, data, norm, amp, s):
         want = ("cuda", "bfloat16" if amp == "bf16" else "float16", True)
         p.check(list(want) in [list(x) for x in seen] and (("scale" in scaler) == (amp == "fp16")),
                 f"{amp}: trained under autocast {want[1]}" + (" with a GradScaler" if amp == "fp16" else " without a GradScaler"))
+    p.check(fused == {True}, f"{amp}: the optimizer is PyTorch's fused AdamW on {ctx.device.type} (fused={sorted(fused, key=str)})")
     p.check(all(all(v == v and abs(v) != float("inf") for k, v in h.items() if k.endswith("loss")) for h in hist),
             f"{amp}: every loss finite")
     if s.bar is not None:
