@@ -17,7 +17,7 @@ VENV_MB := 6000
 endif
 OUT ?= runs/demo
 
-.PHONY: setup demo test nbtest pytest sync-check docs-check readme clean-nbs bench
+.PHONY: setup demo test nbtest pytest sync-check docs-check readme clean-nbs bench gpu-check
 
 setup: $(STAMP)
 
@@ -60,3 +60,8 @@ bench: $(STAMP)
 
 clean-nbs: $(STAMP)
 	$(BIN)/nbdev_export && $(BIN)/nbdev_clean
+
+## Every CUDA path on this machine's GPU in minutes (tools/gpu_check.sh): a report, also in $OUT/gpu_report.json when OUT is
+## set; without a GPU each part says skipped. No .venv: $(PYTHON) as it is. GPU_CHECK_ARGS="--device cpu --smoke": a dry run.
+gpu-check:
+	PYTHON=$(PYTHON) bash tools/gpu_check.sh $(GPU_CHECK_ARGS)
