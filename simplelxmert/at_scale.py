@@ -20,8 +20,8 @@ from .store import FolderLock, atomic_write, one_line
 __all__ = ['CONFIG_NAME', 'WEIGHTS_NAME', 'STATE_NAME', 'HISTORY_NAME', 'LEGACY_STATE_NAME', 'STATE_KEY',
            'DamagedCheckpointError', 'write_json', 'save_state_file', 'load_state_file', 'get_rng_state',
            'set_rng_state', 'save_training_state', 'has_training_state', 'load_optimizer_state', 'load_training_state',
-           'NonFiniteLossError', 'check_finite', 'StopOnInterrupt', 'mixed_precision', 'dist_info', 'init_distributed',
-           'run_device', 'wrap_ddp', 'mean_over_processes', 'barrier', 'run_lock']
+           'NonFiniteLossError', 'check_finite', 'StopOnInterrupt', 'mixed_precision', 'use_deterministic_kernels',
+           'dist_info', 'init_distributed', 'run_device', 'wrap_ddp', 'mean_over_processes', 'barrier', 'run_lock']
 
 # %% ../nbs/A3_at_scale.ipynb #02f39a18
 CONFIG_NAME, WEIGHTS_NAME, STATE_NAME, HISTORY_NAME = "config.json", "model.safetensors", "trainer_state.safetensors", "history.json"
@@ -189,6 +189,12 @@ def mixed_precision(device: torch.device, enabled: bool = True):
     if not (enabled and device.type == "cuda"): return None, torch.amp.GradScaler("cuda", enabled=False)
     dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     return dtype, torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
+
+# %% ../nbs/A3_at_scale.ipynb #eb3f557b
+def use_deterministic_kernels():
+    "Ask PyTorch for deterministic kernels everywhere (and cuBLAS for its fixed workspace): GPU runs repeat bit for bit."
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")    # read at cuBLAS's first use
+    torch.use_deterministic_algorithms(True)
 
 # %% ../nbs/A3_at_scale.ipynb #b7167b1e
 def dist_info() -> tuple[int, int]:

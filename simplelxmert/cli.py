@@ -74,7 +74,7 @@ def extract_cli(argv=None):
     p.add_argument("--batch-size", type=int, default=8, help=f"images per batch, 1 to {MAX_BATCH} (default 8)")
     p.add_argument("--boxes", default=None, metavar="BOXES_FILE", help="JSON {file: [[x1, y1, x2, y2], ...]} in pixels: pool these boxes instead of detecting")
     p.add_argument("--weights", default="default", help="frcnn weights: 'default' (torchvision COCO weights from the local cache; never downloads), 'random', or a state-dict PATH")
-    p.add_argument("--device", default=None, choices=["cpu", "cuda"], help="default: cuda when available")
+    p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when available)")
     p.add_argument("--extractor", default="frcnn", choices=sorted(EXTRACTORS), help="frcnn: torchvision Faster R-CNN (default); toy: RoIAlign over normalized pixels at --boxes (ShapesWorld)")
     p.add_argument("--min-size", type=int, default=800, help="frcnn: resize the shorter image side to this (default 800)")
     p.add_argument("--max-size", type=int, default=1333, help="frcnn: cap on the longer side (default 1333)")
@@ -198,6 +198,7 @@ def _training_flags(p: argparse.ArgumentParser):
     t.add_argument("--seed", type=int, default=d.seed); t.add_argument("--eval-every", type=int, default=d.eval_every)
     t.add_argument("--save-every", type=int, default=d.save_every); t.add_argument("--num-workers", type=int, default=None, help="DataLoader workers (default 0)")
     t.add_argument("--no-amp", action="store_true", help="no mixed precision on CUDA")
+    t.add_argument("--deterministic", action="store_true", help="deterministic GPU kernels: a resumed run equals an uninterrupted one on a GPU too (slower)")
     t.add_argument("--device", default=None, help="cpu | cuda | cuda:N (default: cuda when available)")
     t.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)")
     t.add_argument("--max-minutes", type=float, default=None, help="stop (and checkpoint) after this much wall time")
@@ -326,7 +327,8 @@ def _train_from_args(args, out, resuming):
                       weight_decay=args.weight_decay, clip=args.clip, seed=args.seed, eval_every=args.eval_every,
                       save_every=args.save_every, num_workers=args.num_workers or 0, amp=not args.no_amp,
                       max_minutes=args.max_minutes, device=args.device, mlm_weight=args.mlm_weight, mask_prob=args.mask_prob,
-                      position_steps=args.position_steps, position_lr=args.position_lr)
+                      position_steps=args.position_steps, position_lr=args.position_lr,
+                      deterministic=args.deterministic)
     extra = dict(feature_store_meta=data.store.meta, max_len=args.max_len, train_args=vars(args),
                  world_size=world, torch_threads=torch.get_num_threads())
     if rank == 0:

@@ -75,7 +75,7 @@ def from_pretrained(cls: Predictor, ckpt="toy", device=None) -> Predictor:
                          f"config): {_mismatch_summary(e)}. Use the config.json saved with these weights.") from e
     config = model.checkpoint_config                                  # config.json, as from_pretrained read it
     meta = _feature_meta(config)
-    extractor = make_extractor(meta, device="cpu") if meta else None
+    extractor = make_extractor(meta, device=device, source=path/"config.json") if meta else None   # the model's device
     dim = model.lxmert.config.visual_feat_dim
     if extractor is not None and extractor.dim != dim:
         raise ValueError(f"{path}: its extractor {meta} makes {extractor.dim}-d features but the model reads {dim}-d ones: "

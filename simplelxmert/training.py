@@ -39,7 +39,7 @@ from .at_scale import (CONFIG_NAME, WEIGHTS_NAME, STATE_NAME, HISTORY_NAME, LEGA
                                    dist_info, get_rng_state, has_training_state, load_state_file, load_training_state,
                                    mean_over_processes, mixed_precision, run_device, save_state_file, save_training_state,
                                    set_rng_state, wrap_ddp, write_json, init_distributed, load_optimizer_state, STATE_KEY,
-                                   run_lock)
+                                   run_lock, use_deterministic_kernels)
 
 # %% ../nbs/04_itm_training.ipynb #bd9840ef
 def default_device() -> torch.device:
@@ -342,6 +342,7 @@ class TrainConfig:
     position_steps: int = 0      # a first lesson of this many steps on `position_ds` (part of `steps`; 0: none)
     position_lr: float = 3e-4    # its learning rate: warmed up over its first `position_warmup` share, then constant
     position_warmup: float = 0.25
+    deterministic: bool = False  # deterministic GPU kernels: exact resume on a GPU too (slower; CPU kernels already are)
 
 # %% ../nbs/04_itm_training.ipynb #a41c807a
 def lr_multiplier(step: int, cfg: TrainConfig) -> float:
@@ -414,6 +415,7 @@ class Trainer:
         self.rank = dist_info()[0]
         self.device = run_device(cfg.device); model.to(self.device)           # A3: one GPU per process
         self.amp_dtype, self.scaler = mixed_precision(self.device, cfg.amp)    # A3: bf16 / fp16 on CUDA, none on a CPU
+        if cfg.deterministic: use_deterministic_kernels()                       # A3
         self.optimizer = make_optimizer(model, cfg.lr, cfg.weight_decay)
         self.scheduler = make_train_scheduler(self.optimizer, cfg)
         self.masking = (dict(mask_id=tokenizer.mask_token_id, special_ids=tokenizer.all_special_ids,
