@@ -47,7 +47,8 @@ def ensure_chromium():
 class Browser:
     "One headless Chromium with one page, spoken to over the DevTools protocol."
     def __init__(self, exe, width=1280, height=900, timeout=60):
-        import websocket  # websocket-client: a dev requirement (and jupyter_server's)
+        try: import websocket  # websocket-client: a dev requirement (and jupyter_server's)
+        except ImportError: sys.exit("docs-check: the browser test needs websocket-client, a dev requirement: run `make setup`.")
         self.width, self.height, self.timeout, self.n, self.events = width, height, timeout, 0, []
         self.tmp = tempfile.mkdtemp(prefix="docs-check-chromium-")
         # --no-sandbox: Chromium's sandbox refuses root and fails in some containers; these are our own pages, offline.
@@ -207,10 +208,12 @@ def link_problems(reports, out: Path):
             target = Path(url2path(path)).resolve()
             if not target.exists(): probs.setdefault(url, []).append(f"broken link: {href}")
             elif frag and target in ids and urllib.parse.unquote(frag) not in ids[target]:
-                probs.setdefault(url, []).append(f"broken anchor: {target.relative_to(out.resolve())}#{frag}")
+                probs.setdefault(url, []).append(f"broken anchor: {os.path.relpath(target, out.resolve())}#{frag}")
     return {u: list(dict.fromkeys(p)) for u, p in probs.items()}
 
-def url2path(url): return urllib.parse.unquote(urllib.parse.urlparse(url).path)
+def url2path(url):
+    "The local path of a `file:` URL."
+    return urllib.parse.unquote(urllib.parse.urlparse(url).path)
 
 def check_pages(files, out: Path, shots: Path, exe=None):
     "Open each HTML file in Chromium; return {file: [problems]} (an empty list for a good page) and save screenshots in `shots`."
@@ -222,9 +225,9 @@ def check_pages(files, out: Path, shots: Path, exe=None):
             try:
                 b.open(url)
                 reports[url] = b.evaluate(PAGE_REPORT)
-                b.screenshot(shots/(Path(f).relative_to(out).with_suffix(".png").as_posix().replace("/", "_")))
+                b.screenshot(shots/(os.path.relpath(Path(f).with_suffix(".png"), out).replace(os.sep, "_")))
                 probs[url] = page_problems(reports[url], b.events)
-            except (TimeoutError, RuntimeError) as e: probs[url] = [f"could not be checked: {e}"]
+            except Exception as e: probs[url] = [f"could not be checked: {type(e).__name__}: {e}"]
     finally: b.close()
     for url, p in link_problems(reports, out).items(): probs[url] += p
     return {Path(url2path(u)): p for u, p in probs.items()}

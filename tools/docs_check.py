@@ -15,7 +15,7 @@ Two tools are fetched once, when absent, from package registries (nothing else t
 from npm into the git-ignored `_docs_check/site_libs/`, and Chromium with apt-get (root only; `CHROMIUM=path`
 picks another). `--no-browser` stops after step 2 and fetches nothing.
 """
-import argparse, hashlib, shutil, subprocess, sys, tarfile, tempfile, time
+import argparse, hashlib, os, shutil, subprocess, sys, tarfile, tempfile, time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -25,6 +25,10 @@ import docs_pages  # noqa: E402
 MATHJAX_NPM = "mathjax@3.2.2"
 MATHJAX_FILE = "package/es5/tex-svg-full.js"  # one file: TeX input, SVG output (no fonts to load), every extension
 MATHJAX_SHA256 = "a4354ff94fd868aea0cc6eaaa79a57fda0588646fc46ee3700a349ee0a11cbe6"
+
+def show(path):
+    "`path` relative to the repository when it is inside it, for messages."
+    return path.relative_to(ROOT) if path.is_relative_to(ROOT) else path
 
 def process_notebooks(n_workers=2):
     "nbdev's docs processing of every notebook into `_proc/`, through its API: no Quarto check, no installer, no sidebar rewrite."
@@ -38,7 +42,7 @@ def ensure_mathjax(out: Path):
     dest = out/docs_pages.MATHJAX
     if dest.exists() and hashlib.sha256(dest.read_bytes()).hexdigest() == MATHJAX_SHA256: return dest
     if not shutil.which("npm"): sys.exit(f"docs-check: the pages need MathJax ({MATHJAX_NPM}, from npm) and npm is not installed.")
-    print(f"docs-check: fetching {MATHJAX_NPM} from npm into {dest.parent.relative_to(ROOT)}/ (once)", flush=True)
+    print(f"docs-check: fetching {MATHJAX_NPM} from npm into {show(dest.parent)}/ (once)", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         r = subprocess.run(["npm", "pack", MATHJAX_NPM, "--silent", "--pack-destination", tmp], capture_output=True, text=True)
         tgz = next(Path(tmp).glob("*.tgz"), None)
@@ -52,16 +56,17 @@ def ensure_mathjax(out: Path):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--no-browser", action="store_true", help="process and render only: no browser test, nothing fetched")
-    ap.add_argument("--out", default=str(ROOT/"_docs_check"), help="output folder (default: _docs_check)")
+    ap.add_argument("--out", default=str(ROOT/"_docs_check"), help="output folder, its .html pages replaced (default: _docs_check)")
     args = ap.parse_args(argv)
-    out, t0 = Path(args.out), time.time()
+    out, t0 = Path(args.out).resolve(), time.time()
+    os.chdir(ROOT)  # nbdev finds settings.ini from the working directory
 
     proc, cfg = process_notebooks()
     t1 = time.time()
-    print(f"docs-check: nbdev processed the notebooks into {proc.relative_to(ROOT)}/ in {t1 - t0:.1f} s", flush=True)
+    print(f"docs-check: nbdev processed the notebooks into {show(proc)}/ in {t1 - t0:.1f} s", flush=True)
     for old in out.glob("**/*.html"): old.unlink()  # pages of notebooks since renamed or removed
     pages, problems = docs_pages.build_site(cfg.nbs_path, proc, out, cfg.title, f"{cfg.doc_host}{cfg.doc_baseurl}")
-    for p in pages: print(f"docs-check: {p.src} -> {(out/p.out).relative_to(ROOT) if out.is_relative_to(ROOT) else out/p.out}  ({p.title})")
+    for p in pages: print(f"docs-check: {p.src} -> {show(out/p.out)}  ({p.title})")
     print(f"docs-check: {len(pages)} pages rendered in {time.time() - t1:.1f} s", flush=True)
 
     if not args.no_browser:
@@ -71,9 +76,9 @@ def main(argv=None):
         for old in shots.glob("*.png"): old.unlink()
         found = docs_browser.check_pages([out/p.out for p in pages], out, shots)
         for f, probs in found.items():
-            problems += [f"{f.relative_to(out.resolve())}: {p}" for p in probs]
-        print(f"docs-check: Chromium opened {len(found)} pages in {time.time() - t2:.1f} s; screenshots in {shots}/", flush=True)
+            problems += [f"{f.relative_to(out)}: {p}" for p in probs]
+        print(f"docs-check: Chromium opened {len(found)} pages in {time.time() - t2:.1f} s; screenshots in {show(shots)}/", flush=True)
     if problems: sys.exit(f"docs-check failed ({len(problems)} problems):\n  " + "\n  ".join(problems))
-    print(f"docs-check: OK, {len(pages)} pages in {time.time() - t0:.1f} s (open {out/'index.html'}); the site itself is built by nbdev_docs with Quarto.")
+    print(f"docs-check: OK, {len(pages)} pages in {time.time() - t0:.1f} s (open {show(out/'index.html')}); the site itself is built by nbdev_docs with Quarto.")
 
 if __name__ == "__main__": main()

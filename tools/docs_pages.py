@@ -172,12 +172,12 @@ def render_cell(cell, ids, path):
     if cell.cell_type == "markdown": return markdown(cell.source, ids, path, cell.get("attachments"))
     if cell.cell_type == "raw": return markdown(cell.source, ids, path)
     d, source = directives(cell.source)
-    if d.get("include") is False or d.get("hide") or d.get("hide_input") and d.get("hide_output"): return ""
+    if d.get("include") is False or d.get("hide"): return ""
     parts = []
     if d.get("echo", True) is not False and source.strip():
         code = render_code(source)
         fold = d.get("code-fold")
-        if fold: code = f'<details{" open" if fold == "show" else ""}><summary>{d.get("code-summary", "Code")}</summary>{code}</details>'
+        if fold: code = f'<details{" open" if fold == "show" else ""}><summary>{html.escape(str(d.get("code-summary", "Code")))}</summary>{code}</details>'
         parts.append(code)
     if d.get("output", True) is not False: parts += [render_output(o, ids, path) for o in cell.get("outputs", [])]
     return f'<div class="cell">{"".join(parts)}</div>' if parts else ""
@@ -196,10 +196,8 @@ class Page:
 def front_matter(nb):
     "The YAML front matter nbdev puts in a processed notebook's first raw cell, and the cells after it."
     cells = list(nb.cells)
-    if cells and cells[0].cell_type == "raw" and cells[0].source.lstrip().startswith("---"):
-        fm = yaml.safe_load(cells[0].source.strip().strip("-")) or {}
-        return fm, cells[1:]
-    return {}, cells
+    m = re.fullmatch(r"\s*---\s*\n(.*?)\n?---\s*", cells[0].source, re.S) if cells and cells[0].cell_type == "raw" else None
+    return (yaml.safe_load(m.group(1)) or {}, cells[1:]) if m else ({}, cells)
 
 def load_page(proc: Path, src: str):
     "Read `_proc/src` into a `Page` (title, description and output file from its front matter)."
@@ -345,8 +343,8 @@ def quarto_css(nbs: Path):
 def build_site(nbs: Path, proc: Path, out: Path, title: str, site_url: str):
     """Render every page of `nbs/sidebar.yml` from `proc` into `out`; return (pages written, problems found).
 
-    A problem is a sidebar entry with no notebook or a notebook that is in no sidebar entry (Quarto would publish
-    it with no way to reach it). Files other than notebooks and `.yml` are copied, as Quarto copies resources."""
+    A problem is a sidebar entry with no notebook, a notebook that is in no sidebar entry (Quarto would publish it
+    with no way to reach it), or two notebooks that become the same page. Files other than notebooks and `.yml` are copied, as Quarto copies resources."""
     entries, problems = sidebar_entries(nbs), []
     order = page_order(entries)
     problems += [f"nbs/sidebar.yml lists {s}, which is not a notebook in nbs/" for s in order
@@ -354,6 +352,8 @@ def build_site(nbs: Path, proc: Path, out: Path, title: str, site_url: str):
     problems += [f"nbs/{s} is in no entry of nbs/sidebar.yml: add it (a reader cannot reach it)" for s in site_notebooks(nbs) if s not in order]
     order = [s for s in order if s.endswith(".ipynb") and (proc/s).exists()]
     pages = [load_page(proc, s) for s in order]
+    outs = [p.out for p in pages]
+    problems += [f"{p.src} and another notebook both become {p.out}" for p in pages if outs.count(p.out) > 1]
     site = {"title": title, "url": site_url.rstrip("/"), "proc": proc, "css": quarto_css(nbs)}
     out.mkdir(parents=True, exist_ok=True)
     for f in proc.rglob("*"):
