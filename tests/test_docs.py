@@ -42,6 +42,17 @@ def notebook_of(obj):
     src = Path(inspect.getsourcefile(obj)).read_text().splitlines()[:start]
     return next((m.group(1) for l in reversed(src) if (m := re.match(r"# %% (?:\.\./)?(\S+\.ipynb)", l))), "?")
 
+def test_own_doc_ignores_inherited_and_made_up_docstrings():
+    from dataclasses import dataclass
+    from typing import NamedTuple
+    @dataclass
+    class D: a: int
+    class N(NamedTuple): a: int
+    class E(ValueError): pass
+    def f(): pass
+    def g(): "Doc."
+    assert [own_doc(o) for o in (D, N, E, f)] == ["", "", "", ""] and own_doc(g) == "Doc."
+
 def test_exported_objects_found():
     names = dict(exported())
     assert len(names) > 50 and "simplelxmert.attention.scaled_dot_product_attention" in names
