@@ -121,18 +121,15 @@ class Browser:
         Path(path).write_bytes(base64.b64decode(png))
 
     def close(self):
-        "Stop Chromium (its whole process group) and remove its profile."
+        "Stop Chromium (its whole process group: Browser.close, then SIGKILL after 10 s) and remove its profile."
         try: self.send("Browser.close"); self.ws.close()
         except Exception: pass
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            deadline = time.time() + 10
-            try:
-                os.killpg(self.proc.pid, sig)
-                while time.time() < deadline:
-                    self.proc.poll()
-                    os.killpg(self.proc.pid, 0)  # raises once no process of the group is left
-                    time.sleep(0.1)
+        deadline = time.time() + 10
+        while True:
+            self.proc.poll()  # reap the wrapper, so that it does not keep the group alive
+            try: os.killpg(self.proc.pid, signal.SIGKILL if time.time() > deadline else 0)
             except ProcessLookupError: break
+            time.sleep(0.05)
         self.proc.wait()
         self.log.close()
         shutil.rmtree(self.tmp, ignore_errors=True)
