@@ -46,7 +46,9 @@ sync-check: $(STAMP)
 	if [ "$$before" != "$$after" ]; then echo "nbdev_export/nbdev_clean changed files: run them and commit." >&2; git status --porcelain >&2; exit 1; fi; \
 	echo "sync-check: library and notebooks in step, notebooks clean."
 
-## The docs check that runs without Quarto: nbdev's processing, then one HTML page per notebook in _docs_check/.
+## The docs a reader sees, checked without Quarto and installing nothing into the project: nbdev's processing (its
+## Python API), pages like the site's in _docs_check/, every page opened in headless Chromium (screenshots in
+## _docs_check/screenshots/). Fetched once when absent: MathJax (npm) and, as root, Chromium (apt-get).
 docs-check: $(STAMP)
 	$(BIN)/python tools/docs_check.py
 
