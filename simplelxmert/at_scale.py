@@ -62,7 +62,7 @@ def _encode(obj, tensors: dict, key: str):
 
 
 def _decode(obj, tensors: dict):
-    "The inverse of `_encode`."
+    "The inverse of _encode."
     if isinstance(obj, list): return [_decode(v, tensors) for v in obj]
     if not isinstance(obj, dict): return obj
     if "__tensor__" in obj: return tensors[obj["__tensor__"]]

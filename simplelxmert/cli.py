@@ -608,7 +608,7 @@ def _trained(a, ckpt: Path) -> dict:
     return {**after, "trained_now": True}
 
 def _train_stage(a, out: Path) -> dict:
-    "Train, resume or keep the run in `out/checkpoint` (its settings checked by `_check_out_folder`); where it then stands."
+    "Train, resume or keep the run in `out/checkpoint` (its settings checked by _check_out_folder); where it then stands."
     ckpt = out/"checkpoint"; before = training_progress(ckpt)
     if before and (why := _kept(before, a, ckpt)):
         _say(f"      kept: {ckpt} {why}")
@@ -620,7 +620,7 @@ def _train_stage(a, out: Path) -> dict:
     return _trained(a, ckpt)
 
 def training_stage(a, out: Path) -> tuple:
-    "Stage 2: `(checkpoint, training)`: this run's, trained, resumed or kept (`_train_stage`); or `--checkpoint` and None."
+    "Stage 2: `(checkpoint, training)`: this run's, trained, resumed or kept (_train_stage); or `--checkpoint` and None."
     if a.checkpoint is not None:
         _say(f"\n[2/4] training skipped: using the checkpoint {a.checkpoint}"); return a.checkpoint, None
     _say(f"\n[2/4] training ITM for at most {a.steps} steps / {a.minutes:g} min -> {out/'checkpoint'}")

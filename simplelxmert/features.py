@@ -188,6 +188,7 @@ class PixelRoIExtractor:
     def meta(self) -> dict: return {"extractor": "toy", "k": self.k, "output_size": self.output_size, "normalize": "imagenet"}
 
     def __call__(self, images, boxes=None) -> list[RegionFeatures]:
+        "Each image's regions: RoIAlign of its normalized pixels at `boxes` (pixels), or at the shapes it finds."
         from torchvision.ops import roi_align
         out = []
         for image, b in zip(images, _check_boxes(boxes, len(images))):
@@ -334,6 +335,7 @@ def _detect(self: FasterRCNNExtractor, batch, sizes, features) -> list:
 @patch
 @torch.no_grad()
 def __call__(self: FasterRCNNExtractor, images, boxes=None) -> list[RegionFeatures]:
+    "Each image's top-`k` detections (or the `boxes` given, in pixels) with their 1024-d box-head features, one image at a time."
     m, given = self.model, boxes is not None
     images = [load_image(im) for im in images]
     boxes, prepared, out, groups = _check_boxes(boxes, len(images)), self._prepare(images), [None] * len(images), {}

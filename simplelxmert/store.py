@@ -294,6 +294,7 @@ class FeatureStore:
 # %% ../nbs/A0_store.ipynb #ee0d5b2f
 @patch
 def __getitem__(self: FeatureStore, image_id: str) -> RegionFeatures:
+    "The regions of one image: one row of each memory-mapped array; a clear `KeyError` for an unknown id."
     r = self._row.get(image_id)
     if r is None: raise KeyError(f"image id {image_id!r} is not in the feature store {self.path} ({len(self)} images): extract its features first")
     a = self._open()
