@@ -8,13 +8,14 @@ from __future__ import annotations
 # %% auto #0
 __all__ = ['RANDOM_NEG_EPOCHS', 'RESUME_MAY_CHANGE', 'NOT_RECIPE', 'FALLBACK_RECIPE', 'FIRST_LESSON', 'DEMO_FLAGS',
            'OneLineParser', 'refuse', 'toydata_cli', 'extract_cli', 'train_parser', 'given_flags', 'train_cli',
-           'predict_parser', 'parse_boxes_flag', 'boxes_for', 'predict_cli', 'recipe_of', 'recipe_argv',
-           'short_run_recipe', 'demo_recipe', 'training_progress', 'demo_parser', 'min_demo_images', 'preflight',
-           'data_stage', 'training_stage', 'models_to_compare', 'evaluate_model', 'evaluation_stage', 'example_pair',
-           'save_figures', 'example_stage', 'Laps', 'write_report', 'demo', 'demo_cli']
+           'predict_parser', 'parse_boxes_flag', 'boxes_for', 'predict_cli', 'pretrain_parser', 'pretrain_cli',
+           'recipe_of', 'recipe_argv', 'short_run_recipe', 'demo_recipe', 'training_progress', 'demo_parser',
+           'min_demo_images', 'preflight', 'data_stage', 'training_stage', 'models_to_compare', 'evaluate_model',
+           'evaluation_stage', 'example_pair', 'save_figures', 'example_stage', 'Laps', 'write_report', 'demo',
+           'demo_cli']
 
 # %% ../nbs/A5_cli.ipynb #a5imports
-import argparse, itertools, json, sys, time
+import argparse, dataclasses, itertools, json, sys, time
 from pathlib import Path
 import numpy as np, torch
 import torch.distributed as dist
@@ -29,6 +30,8 @@ from .training import (CONFIG_NAME, STATE_NAME, DamagedCheckpointError, ITMData,
                                    TrainConfig, check_store, feature_stats, has_training_state, init_distributed,
                                    init_sinusoid_positions, itm_data, plot_history, read_config, seed_everything, toy_itm_data,
                                    train, write_json)
+from .pretraining import (ANSWERS, TASKS, LXMERTForPreTraining, fit_questions, pretraining_config,
+                                      toy_gqa, toy_pretraining_model)
 from .inference import (BOXES_FILE, Predictor, TOY_CHECKPOINT, boxes_beside, check_captions, checkpoint_dir,
                                     itm_accuracy, retrieval_eval, show_scores, show_word_attention, subject_phrase)
 
@@ -359,7 +362,9 @@ def predict_parser() -> argparse.ArgumentParser:
                       "Image-Text Matching checkpoint; prints each caption's match probability.")
     p.add_argument("checkpoint", help="checkpoint folder (model.safetensors, config.json, tokenizer/), or 'toy' for the one shipped with the package")
     p.add_argument("image", help="the image file (PNG, JPEG, ...)")
-    p.add_argument("captions", nargs="+", help="one or more captions (quote each)")
+    p.add_argument("captions", nargs="*", help="one or more captions (quote each)")
+    p.add_argument("--question", help="answer this question instead (a pre-trained checkpoint: chapter 06)")
+    p.add_argument("--top", type=int, default=5, help="--question: how many answers to print (default 5)")
     p.add_argument("--boxes", help="pixel boxes '[[x1, y1, x2, y2], ...]' (JSON, or a JSON file of them or of {file: boxes} "
                    "like boxes.json); 'auto': the boxes.json beside the image, which must name it; 'none': the extractor's "
                    "own. Default: a boxes.json beside the image when it names the image, else the extractor's own (toy: the "
@@ -408,18 +413,90 @@ def predict_cli(argv=None):
     "Command line: `simplelxmert_predict CHECKPOINT IMAGE CAPTION [CAPTION ...]` prints each caption's match probability."
     p = predict_parser(); a = p.parse_args(argv)
     if a.batch_size < 1: p.error(f"--batch-size must be at least 1, got {a.batch_size}")
+    if a.top < 1: p.error(f"--top must be at least 1, got {a.top}")
+    if bool(a.captions) == (a.question is not None): p.error("give one or more captions, or --question (not both)")
     try: check_device(a.device)
     except RuntimeError as e: p.error(str(e))
     try:
-        check_captions(a.captions)                   # an empty caption is named before anything is loaded
+        check_captions(a.captions or [a.question])   # an empty caption or question is named before anything is loaded
         pred = Predictor.from_pretrained(a.checkpoint, device=a.device)
         boxes, note = boxes_for(a.boxes, a.image)
-        scores = pred.score(a.image, a.captions, boxes=boxes, batch_size=a.batch_size)
+        lines = ([(pr, ans) for ans, pr in pred.answer(a.image, a.question, k=a.top, boxes=boxes)] if a.question is not None
+                 else list(zip(pred.score(a.image, a.captions, boxes=boxes, batch_size=a.batch_size), a.captions)))
     except (OSError, ValueError, TypeError) as e:    # bad checkpoint, image, boxes or caption: one line, not a traceback
         refuse(p.prog, e)
     except KeyboardInterrupt: refuse(p.prog, "interrupted before any score was printed; run it again", 130)
     if note: print(f"{p.prog}: {note}", file=sys.stderr)
-    for c, s in zip(a.captions, scores): print(f"{s:.3f}  {c}")
+    for pr, text in lines: print(f"{pr:.3f}  {text}")
+
+# %% ../nbs/A5_cli.ipynb #8c3cd7d1
+def pretrain_parser() -> argparse.ArgumentParser:
+    "The flags of `simplelxmert_pretrain`."
+    p = OneLineParser(prog="simplelxmert_pretrain", description="Pre-train LXMERT with its tasks on the toy world's captions "
+                      "and questions (chapter 06), or fine-tune a pre-trained checkpoint on the questions (--init-from CKPT "
+                      "--tasks qa). Writes a checkpoint folder that simplelxmert_predict --question answers with.")
+    p.add_argument("--data-dir", required=True, help="the toy world (made by simplelxmert_toydata; made when absent)")
+    p.add_argument("--n-images", type=int, default=2000, help="images of the world (default 2000)")
+    p.add_argument("--data-seed", type=int, default=0, help="seed of the world and its questions (default 0)")
+    p.add_argument("--out", required=True, help="checkpoint folder to write")
+    p.add_argument("--init-from", help="start from this pre-trained checkpoint's weights (fine-tuning)")
+    p.add_argument("--tasks", default=",".join(TASKS), help=f"comma-separated, of {', '.join(TASKS)} (default: all)")
+    p.add_argument("--steps", type=int, default=1400, help="optimizer steps, the first lesson's included (default 1400)")
+    p.add_argument("--first-lesson", type=int, default=400, help="steps of one-object twins first, matching alone (default 400; "
+                   "none without matching or with --init-from)")
+    p.add_argument("--lr", type=float, default=None, help="learning rate (default 1e-3; 3e-4 with --init-from)")
+    p.add_argument("--batch-size", type=int, default=128); p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--eval-every", type=int, default=100); p.add_argument("--save-every", type=int, default=100)
+    p.add_argument("--max-minutes", type=float, help="stop (and checkpoint) after this much wall time")
+    p.add_argument("--resume", action="store_true", help="continue the run saved in --out")
+    p.add_argument("--threads", type=int); p.add_argument("--device", help="cpu, cuda or cuda:N")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    return p
+
+# %% ../nbs/A5_cli.ipynb #562168f7
+def _check_pretrain_args(p, a) -> tuple:
+    "The tasks asked for; one line, naming the flag, for settings that cannot run."
+    tasks = tuple(t.strip() for t in a.tasks.split(",") if t.strip())
+    if not tasks or not set(tasks) <= set(TASKS): p.error(f"--tasks must name some of {', '.join(TASKS)}, got {a.tasks!r}")
+    for flag in ("n_images", "steps", "batch_size", "eval_every", "save_every"):
+        if getattr(a, flag) < 1: p.error(f"--{flag.replace('_', '-')} must be at least 1, got {getattr(a, flag)}")
+    if a.max_minutes is not None and a.max_minutes <= 0: p.error(f"--max-minutes must be positive, got {a.max_minutes}")
+    try: check_device(a.device)
+    except RuntimeError as e: p.error(str(e))
+    return tasks
+
+
+def _pretraining_run(a, tasks, out: Path, resuming: bool) -> list:
+    "The toy GQA, the model (fresh, or from --init-from), and chapter 06's run into `out`."
+    gqa = toy_gqa(a.data_dir, a.n_images, a.data_seed)
+    tok, store = gqa["tokenizer"], gqa["world"].store()
+    model = (LXMERTForPreTraining.from_pretrained(a.init_from) if a.init_from else
+             toy_pretraining_model(tok, store, gqa["train_ids"], a.seed))
+    if model.config.vocab_size != len(tok):
+        raise ValueError(f"{a.init_from} was trained with another tokenizer ({model.config.vocab_size} tokens, this world's: "
+                         f"{len(tok)}): fine-tune on the world it was pre-trained on")
+    cfg = pretraining_config(a.steps, 0 if a.init_from else a.first_lesson, tasks, a.eval_every)
+    cfg = dataclasses.replace(cfg, lr=a.lr or (3e-4 if a.init_from else 1e-3), batch_size=a.batch_size, seed=a.seed,
+                              save_every=a.save_every, max_minutes=a.max_minutes, device=a.device)
+    extra = dict(answers=list(ANSWERS), max_len=32, feature_store_meta=store.meta, train_args=vars(a))
+    ds = gqa["data"]["finetune" if tasks == ("qa",) else "pretrain"]
+    return fit_questions(model, ds, cfg, gqa["data"], tok, progress=not a.quiet, out_dir=out, extra=extra, resume=resuming)
+
+# %% ../nbs/A5_cli.ipynb #c248f26a
+def pretrain_cli(argv=None):
+    "Command line: `simplelxmert_pretrain --data-dir DIR --out OUT [--init-from CKPT] [--tasks ...] [--resume]`."
+    p = pretrain_parser(); a = p.parse_args(argv)
+    tasks, out = _check_pretrain_args(p, a), Path(a.out)
+    try: resuming = a.resume and has_training_state(out)
+    except DamagedCheckpointError as e: refuse(p.prog, e)
+    if not resuming and (out / CONFIG_NAME).exists():
+        p.error(f"{out} holds a checkpoint: pass --resume to continue its run, or choose another --out")
+    if a.threads: torch.set_num_threads(a.threads)
+    try: history = _pretraining_run(a, tasks, out, resuming)
+    except (ValueError, OSError, RuntimeError, FloatingPointError) as e: refuse(p.prog, e)
+    if history:
+        last = history[-1]
+        print(f"step {last['step']}: validation QA accuracy {last['val_acc']:.3f}; checkpoint in {out}")
 
 # %% ../nbs/A5_cli.ipynb #a5recipe
 # simplelxmert_train's arguments that say what to read and write, for how long and on what: all the others are the recipe

@@ -28,7 +28,7 @@ import simplelxmert
 from .features import _parse_boxes, RegionFeatures, FeatureStore, load_image, make_extractor, one_line
 from .dataset import (encode_captions, collate_itm, load_tokenizer, image_id, parse_caption, find_object,
                                   make_eval_pairs, ITMPairDataset, SHAPE_WORDS)
-from .training import DamagedCheckpointError, ITMModel, default_device
+from .training import DamagedCheckpointError, ITMModel, default_device, read_config
 from .attention import additive_mask, split_heads
 from .encoders import cls_self_attention
 
@@ -68,6 +68,9 @@ def _mismatch_summary(e: Exception, n: int = 2) -> str:
 def from_pretrained(cls: Predictor, ckpt="toy", device=None) -> Predictor:
     "Load a checkpoint folder (or `'toy'`, the shipped one); clear errors for missing files and mismatched weights."
     path = checkpoint_dir(ckpt)
+    if read_config(path).get("model_type") == "simplelxmert-pretraining":       # chapter 06's model, with an answer head
+        from simplelxmert.pretraining import QAPredictor
+        return QAPredictor.from_pretrained(path, device)
     try: model = ITMModel.from_pretrained(path)
     except DamagedCheckpointError: raise
     except (RuntimeError, ValueError, KeyError, TypeError) as e:      # weights that do not fit config.json, or a bad config
@@ -162,8 +165,19 @@ def logits(self: Predictor, image, captions, boxes=None, batch_size: int = 32) -
     captions = check_captions(captions)
     r = self.regions(image, boxes)
     with torch.no_grad():
-        out = [self.model(**self.batch(r, captions[s:s + batch_size])).float().cpu() for s in range(0, len(captions), batch_size)]
+        out = [self.match_logits(self.batch(r, captions[s:s + batch_size])).float().cpu() for s in range(0, len(captions), batch_size)]
     return torch.cat(out).numpy() if out else np.zeros(0, np.float32)
+
+@patch
+def match_logits(self: Predictor, batch: dict) -> torch.Tensor:
+    "The model's match logit `[B]` for a batch: `ITMModel`'s output."
+    return self.model(**batch)
+
+@patch
+def answer(self: Predictor, image, question: str, k: int = 5, boxes=None) -> list:
+    "Answers to a question need an answer head, which a matching checkpoint has not: chapter 06's pre-trained models have one."
+    raise ValueError("this checkpoint has no answer head (it was trained for image-text matching): answer questions with a "
+                     "pre-trained one (chapter 06, simplelxmert_pretrain)")
 
 @patch
 def score(self: Predictor, image, captions, boxes=None, batch_size: int = 32) -> np.ndarray:

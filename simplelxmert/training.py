@@ -9,10 +9,10 @@ from __future__ import annotations
 __all__ = ['MODEL_INPUTS', 'default_device', 'seed_everything', 'ITMModel', 'roc_auc', 'itm_loss', 'MLMTransform', 'MLMHead',
            'mask_tokens', 'sinusoid_positions', 'init_sinusoid_positions', 'param_groups', 'fused_adamw_supported',
            'make_optimizer', 'warmup_linear', 'make_scheduler', 'trim_padding', 'model_inputs', 'predict_logits',
-           'itm_metrics', 'evaluate', 'read_config', 'export_checkpoint', 'TrainConfig', 'lr_multiplier',
-           'make_train_scheduler', 'BatchOrder', 'Trainer', 'validation_loaders', 'check_run', 'train', 'plot_history',
-           'LivePlot', 'feature_stats', 'check_store', 'CurriculumITMDataset', 'MixedITMDataset', 'ITMData', 'itm_data',
-           'toy_itm_data']
+           'itm_metrics', 'evaluate', 'save_model', 'read_config', 'load_weights', 'export_checkpoint', 'TrainConfig',
+           'lr_multiplier', 'make_train_scheduler', 'BatchOrder', 'Trainer', 'validation_loaders', 'check_run', 'train',
+           'plot_history', 'LivePlot', 'feature_stats', 'check_store', 'CurriculumITMDataset', 'MixedITMDataset',
+           'ITMData', 'itm_data', 'toy_itm_data']
 
 # %% ../nbs/04_itm_training.ipynb #46de8397
 import json, math, os, random, shutil, sys, tempfile, time
@@ -262,18 +262,23 @@ def _save_tokenizer(tokenizer, path: Path):
     os.replace(tmp, path); shutil.rmtree(old, ignore_errors=True)
 
 
+def save_model(model: nn.Module, save_dir, config: dict, tokenizer=None, step: int | None = None) -> Path:
+    "A model folder: `model.safetensors` (the state dict), `config.json` (`config` and the step), `tokenizer/`."
+    d = Path(save_dir); d.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    meta = {"format": "pt", "step": str(step if step is not None else -1)}
+    atomic_write(d / WEIGHTS_NAME, lambda t: save_file(tensors, t, metadata=meta))
+    write_json(d / CONFIG_NAME, dict(config, step=step))
+    if tokenizer is not None: _save_tokenizer(tokenizer, d / "tokenizer")
+    return d
+
+
 @patch
 def save_pretrained(self: ITMModel, save_dir, tokenizer=None, extra: dict | None = None, step: int | None = None):
     "Write `model.safetensors`, `config.json` (LXMERT config, head, feature normalization, `extra`) and `tokenizer/`."
-    d = Path(save_dir); d.mkdir(parents=True, exist_ok=True)
-    tensors = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
-    meta = {"format": "pt", "step": str(step if step is not None else -1)}
-    atomic_write(d / WEIGHTS_NAME, lambda t: save_file(tensors, t, metadata=meta))
-    cfg = dict(model_type="simplelxmert-itm", lxmert=self.config.to_dict(), head=self.head_type,
-               feature_norm=self.feature_norm, mlm=self.mlm_head is not None, step=step, **(extra or {}))
-    write_json(d / CONFIG_NAME, cfg)
-    if tokenizer is not None: _save_tokenizer(tokenizer, d / "tokenizer")
-    return d
+    return save_model(self, save_dir, dict(model_type="simplelxmert-itm", lxmert=self.config.to_dict(), head=self.head_type,
+                                           feature_norm=self.feature_norm, mlm=self.mlm_head is not None, **(extra or {})),
+                      tokenizer, step)
 
 # %% ../nbs/04_itm_training.ipynb #4321d2c5
 def read_config(ckpt_dir) -> dict:
@@ -289,6 +294,18 @@ def read_config(ckpt_dir) -> dict:
     return cfg
 
 
+def load_weights(model: nn.Module, ckpt_dir, cfg: dict, map_location="cpu") -> nn.Module:
+    "Load `model.safetensors` into `model` (strict: every tensor must match), keep `cfg` as `model.checkpoint_config`."
+    path = Path(ckpt_dir) / WEIGHTS_NAME
+    if not path.exists(): raise FileNotFoundError(f"{path} is missing")
+    try: state = load_file(str(path), device=str(map_location))
+    except Exception as e:   # safetensors' own error type: a file cut short, or not safetensors at all
+        raise DamagedCheckpointError(f"{path} cannot be read ({e}): the checkpoint is damaged") from None
+    model.load_state_dict(state, strict=True)
+    model.checkpoint_config = cfg
+    return model.eval()
+
+
 @patch(cls_method=True)
 def from_pretrained(cls: ITMModel, ckpt_dir, map_location="cpu"):
     "Rebuild the model from `config.json` and load `model.safetensors` (strict: every tensor must match)."
@@ -297,12 +314,7 @@ def from_pretrained(cls: ITMModel, ckpt_dir, map_location="cpu"):
         raise FileNotFoundError(f"{Path(ckpt_dir) / WEIGHTS_NAME} is missing")
     model = cls(LXMERTConfig.from_dict(cfg["lxmert"]), head=cfg.get("head", "bce"), feature_norm=cfg.get("feature_norm"),
                 mlm=cfg.get("mlm", False))
-    try: state = load_file(str(Path(ckpt_dir) / WEIGHTS_NAME), device=str(map_location))
-    except Exception as e:   # safetensors' own error type: a file cut short, or not safetensors at all
-        raise DamagedCheckpointError(f"{Path(ckpt_dir) / WEIGHTS_NAME} cannot be read ({e}): the checkpoint is damaged") from None
-    model.load_state_dict(state, strict=True)
-    model.checkpoint_config = cfg
-    return model.eval()
+    return load_weights(model, ckpt_dir, cfg, map_location)
 
 # %% ../nbs/04_itm_training.ipynb #9fa80f7a
 def export_checkpoint(src, dst, dtype=torch.float16) -> Path:

@@ -1,0 +1,65 @@
+"""Each pre-training task's share (chapter 06): the toy GQA experiment with every task, then without each task in turn.
+
+Runs chapter 06's experiment — pre-training on the training images, fine-tuning on their questions — once with every
+task and once without each of them (without matching, the first lesson goes too: it is a matching lesson), plus the
+model fine-tuned from scratch, and prints (and with --save writes) the held-out QA accuracy by kind of question.
+The same functions as the chapter: `toy_pretraining_model`, `toy_pretraining_data`, `pretraining_config`,
+`finetuning_config`, `fit_questions`.
+
+    python bench/exp_pretraining.py --threads 1 --save bench/results/pretraining_tasks.json
+"""
+import argparse, json, tempfile, time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from simplelxmert.dataset import SPLITS, image_id, make_toy_data, position_records, train_tokenizer
+from simplelxmert.pretraining import (QUESTION_KINDS, TASKS, answer_predictions, collate_pretraining, finetuning_config,
+                                      fit_questions, make_questions, pretraining_config, toy_pretraining_data,
+                                      toy_pretraining_model)
+
+
+def accuracy_by_kind(model, data, questions) -> dict:
+    "Held-out QA accuracy per kind of question, and over all of them."
+    pred, gold = answer_predictions(model, DataLoader(data["test_questions"], batch_size=256, collate_fn=collate_pretraining))
+    kinds = np.array([q.kind for q in questions["test"]])
+    return {**{k: float((pred[kinds == k] == gold[kinds == k]).mean()) for k in QUESTION_KINDS}, "all": float((pred == gold).mean())}
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--n-images", type=int, default=2000); p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--pre-steps", type=int, default=1400); p.add_argument("--first-lesson", type=int, default=400)
+    p.add_argument("--fine-steps", type=int, default=300)
+    p.add_argument("--drop", nargs="*", default=["none", *TASKS, "scratch"], help="variants: none (every task), a task to drop, scratch")
+    p.add_argument("--save", default=None, help="JSON file for the results (merged into an existing one)")
+    a = p.parse_args(argv)
+    torch.set_num_threads(a.threads)
+    work = Path(tempfile.mkdtemp())
+    world = make_toy_data(work / "toy", n_images=a.n_images, seed=0)
+    scenes, records = world.scenes(), world.records()
+    split_of = {r.image: r.split for r in records}
+    questions = {s: make_questions(scenes, [f for f, x in split_of.items() if x == s], seed=1) for s in SPLITS}
+    texts = ([r.caption for r in records if r.split == "train"] + [q.question for q in questions["train"]]
+             + [r.caption for r in position_records(world.records("train"), scenes, 4, 0)])
+    tok = train_tokenizer(texts, work / "tokenizer", vocab_size=1000)
+    data = toy_pretraining_data(world, questions, tok)
+    train_ids = sorted({image_id(r.image) for r in world.records("train")})
+    results = json.loads(Path(a.save).read_text()) if a.save and Path(a.save).exists() else {}
+    for variant in a.drop:
+        t0 = time.time()
+        model = toy_pretraining_model(tok, world.store(), train_ids)
+        if variant != "scratch":
+            tasks = [t for t in TASKS if t != variant]
+            fit_questions(model, data["pretrain"], pretraining_config(a.pre_steps, a.first_lesson, tasks), data, tok)
+        fit_questions(model, data["finetune"], finetuning_config(a.fine_steps, 1e-3 if variant == "scratch" else 3e-4), data, tok)
+        name = {"none": "every task", "scratch": "from scratch"}.get(variant, f"without {variant}")
+        results[name] = accuracy_by_kind(model, data, questions)
+        print(f"{name:16} " + "  ".join(f"{k} {v:.3f}" for k, v in results[name].items()) + f"   ({(time.time() - t0) / 60:.1f} min)",
+              flush=True)
+        if a.save: Path(a.save).parent.mkdir(parents=True, exist_ok=True); Path(a.save).write_text(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__": main()
