@@ -24,14 +24,16 @@ import simplelxmert
 from .encoders import LXMERTConfig
 from .features import (EXTRACTORS, MAX_BATCH, MAX_K, FeatureStore, _parse_boxes, check_device, extract_features,
                                    one_line)
-from .dataset import (ToyData, collate_itm, image_id, load_tokenizer, make_eval_pairs, make_toy_data,
+from .features import make_extractor
+from .dataset import (ToyData, collate_itm, image_id, load_tokenizer, make_eval_pairs, make_toy_data, read_captions,
                                   read_kaggle_csv, read_karpathy_json, split_by_image, split_cuts)
 from .training import (CONFIG_NAME, STATE_NAME, DamagedCheckpointError, ITMData, ITMModel, NonFiniteLossError,
                                    TrainConfig, check_store, feature_stats, has_training_state, init_distributed,
                                    init_sinusoid_positions, itm_data, plot_history, read_config, seed_everything, toy_itm_data,
                                    train, write_json)
-from .pretraining import (ANSWERS, TASKS, LXMERTForPreTraining, fit_questions, pretraining_config,
-                                      toy_gqa, toy_pretraining_model)
+from .pretraining import (ANSWERS, TASKS, LXMERTForPreTraining, PreTrainConfig, PreTrainer, PreTrainingConfig,
+                                      PreTrainingData, Sentence, collate_pretraining, detector_box_labels, fit_questions,
+                                      pretraining_config, toy_gqa, toy_pretraining_model)
 from .inference import (BOXES_FILE, Predictor, TOY_CHECKPOINT, boxes_beside, check_captions, checkpoint_dir,
                                     itm_accuracy, retrieval_eval, show_scores, show_word_attention, subject_phrase)
 
@@ -435,7 +437,12 @@ def pretrain_parser() -> argparse.ArgumentParser:
     p = OneLineParser(prog="simplelxmert_pretrain", description="Pre-train LXMERT with its tasks on the toy world's captions "
                       "and questions (chapter 06), or fine-tune a pre-trained checkpoint on the questions (--init-from CKPT "
                       "--tasks qa). Writes a checkpoint folder that simplelxmert_predict --question answers with.")
-    p.add_argument("--data-dir", required=True, help="the toy world (made by simplelxmert_toydata; made when absent)")
+    p.add_argument("--data", choices=("toy", "flickr30k"), default="toy", help="toy: the world's captions and questions "
+                   "(default); flickr30k: captions and a feature store, objects labelled by the detector (no questions)")
+    p.add_argument("--data-dir", help="toy: the world (made by simplelxmert_toydata; made when absent)")
+    p.add_argument("--captions", help="flickr30k: results.csv (Kaggle) or dataset_flickr30k.json (Karpathy splits)")
+    p.add_argument("--store", help="flickr30k: the feature store made by simplelxmert_extract (its Faster R-CNN labels the boxes)")
+    p.add_argument("--tokenizer", default="bert-base-uncased", help="flickr30k: tokenizer name or folder")
     p.add_argument("--n-images", type=int, default=2000, help="images of the world (default 2000)")
     p.add_argument("--data-seed", type=int, default=0, help="seed of the world and its questions (default 0)")
     p.add_argument("--out", required=True, help="checkpoint folder to write")
@@ -458,6 +465,10 @@ def _check_pretrain_args(p, a) -> tuple:
     "The tasks asked for; one line, naming the flag, for settings that cannot run."
     tasks = tuple(t.strip() for t in a.tasks.split(",") if t.strip())
     if not tasks or not set(tasks) <= set(TASKS): p.error(f"--tasks must name some of {', '.join(TASKS)}, got {a.tasks!r}")
+    if a.data == "toy" and not a.data_dir: p.error("--data toy needs --data-dir (made when absent)")
+    if a.data == "flickr30k":
+        if not (a.captions and a.store): p.error("--data flickr30k needs --captions and --store")
+        if "qa" in tasks: p.error("--data flickr30k has no questions: leave qa out of --tasks (e.g. --tasks mlm,matched,obj)")
     for flag in ("n_images", "steps", "batch_size", "eval_every", "save_every"):
         if getattr(a, flag) < 1: p.error(f"--{flag.replace('_', '-')} must be at least 1, got {getattr(a, flag)}")
     if a.max_minutes is not None and a.max_minutes <= 0: p.error(f"--max-minutes must be positive, got {a.max_minutes}")
@@ -466,8 +477,27 @@ def _check_pretrain_args(p, a) -> tuple:
     return tasks
 
 
+def _flickr_pretraining(a, tasks, out: Path, resuming: bool) -> list:
+    "Pre-training on captions and a detector's feature store: masked LM, matching, masked objects with the detector's labels."
+    records, store, tok = read_captions(a.captions), FeatureStore(a.store), load_tokenizer(a.tokenizer)
+    train_r = [r for r in records if r.split == "train"]
+    check_store(store, train_r)
+    extractor = make_extractor(store, device=a.device)                      # the store's own detector labels its boxes
+    if not hasattr(extractor, "classify"): raise ValueError(f"{a.store} was not made by a detector: it has no object labels")
+    ds = PreTrainingData([Sentence(r.image, r.caption) for r in train_r], store, tok, neg_prob=0.5, seed=a.seed,
+                         box_labels=detector_box_labels(store, extractor))
+    model = LXMERTForPreTraining.from_pretrained(a.init_from) if a.init_from else LXMERTForPreTraining(
+        LXMERTConfig(vocab_size=len(tok), visual_feat_dim=store.dim), PreTrainingConfig(task_qa=False, num_object_labels=91,
+        visual_attr_loss=False), feature_norm=feature_stats(store, [r.image_id for r in train_r]))
+    cfg = PreTrainConfig(lr=a.lr or 1e-4, batch_size=a.batch_size, steps=a.steps, eval_every=a.eval_every, save_every=a.save_every,
+                         seed=a.seed, max_minutes=a.max_minutes, device=a.device, tasks=tasks)
+    return train(model, ds, cfg, collate_fn=collate_pretraining, tokenizer=tok, trainer=PreTrainer, out_dir=out, resume=resuming,
+                 progress=not a.quiet, extra=dict(max_len=32, feature_store_meta=store.meta, train_args=vars(a)))
+
+
 def _pretraining_run(a, tasks, out: Path, resuming: bool) -> list:
-    "The toy GQA, the model (fresh, or from --init-from), and chapter 06's run into `out`."
+    "The toy GQA, the model (fresh, or from --init-from), and chapter 06's run into `out` (or the Flickr30k run)."
+    if a.data == "flickr30k": return _flickr_pretraining(a, tasks, out, resuming)
     gqa = toy_gqa(a.data_dir, a.n_images, a.data_seed)
     tok, store = gqa["tokenizer"], gqa["world"].store()
     model = (LXMERTForPreTraining.from_pretrained(a.init_from) if a.init_from else
@@ -496,7 +526,8 @@ def pretrain_cli(argv=None):
     except (ValueError, OSError, RuntimeError, FloatingPointError) as e: refuse(p.prog, e)
     if history:
         last = history[-1]
-        print(f"step {last['step']}: validation QA accuracy {last['val_acc']:.3f}; checkpoint in {out}")
+        print(f"step {last['step']}: " + (f"validation QA accuracy {last['val_acc']:.3f}; " if "val_acc" in last else
+              f"training loss {last['train_loss']:.3f}; ") + f"checkpoint in {out}")
 
 # %% ../nbs/A5_cli.ipynb #a5recipe
 # simplelxmert_train's arguments that say what to read and write, for how long and on what: all the others are the recipe

@@ -13,9 +13,9 @@ __all__ = ['COLORS', 'SHAPES', 'SIZES', 'RGB', 'BACKGROUND', 'SIZE_RANGE', 'IMAG
            'MAX_BATCH', 'ShapeObject', 'Scene', 'sample_scene', 'draw_scene', 'generate_shapes_world', 'load_scenes',
            'pad_regions', 'whole_image_box', 'normalized_pixels', 'check_device', 'PixelRoIExtractor',
            'foreground_runs', 'touching_runs', 'connected_components', 'find_shapes', 'frcnn_weights_file',
-           'read_state_dict', 'build_frcnn', 'FasterRCNNExtractor', 'show_regions', 'make_extractor', 'list_images',
-           'extract_features', 'feature_stats', 'linear_probe', 'FeatureStore', 'FeatureStoreWriter', 'RegionFeatures',
-           'atomic_write', 'atomic_write_text', 'one_line', 'load_image']
+           'read_state_dict', 'build_frcnn', 'FasterRCNNExtractor', 'coco_categories', 'show_regions', 'make_extractor',
+           'list_images', 'extract_features', 'feature_stats', 'linear_probe', 'FeatureStore', 'FeatureStoreWriter',
+           'RegionFeatures', 'atomic_write', 'atomic_write_text', 'one_line', 'load_image']
 
 # %% ../nbs/00_features.ipynb #a50f5ad0
 import numpy as np
@@ -352,6 +352,21 @@ def __call__(self: FasterRCNNExtractor, images, boxes=None) -> list[RegionFeatur
         for i, b, f, sc in zip(idx, kept, feats.split([len(b) for b in kept]), scales):
             out[i] = pad_regions(f.cpu().numpy(), (b / sc).cpu().numpy(), images[i].size, self.k)
     return out
+
+# %% ../nbs/00_features.ipynb #3e3d0af0
+def coco_categories() -> list[str]:
+    "The names of torchvision's 91 COCO classes (index 0 `__background__`, some `N/A`): what `classify` returns ids of."
+    from torchvision.models.detection import FasterRCNN_ResNet50_FPN_Weights
+    return list(FasterRCNN_ResNet50_FPN_Weights.DEFAULT.meta["categories"])
+
+
+@patch
+@torch.no_grad()
+def classify(self: FasterRCNNExtractor, feats) -> tuple[np.ndarray, np.ndarray]:
+    "The detector's class (COCO id, 1–90, background excluded) and its probability for region features `[N, 1024]`."
+    logits, _ = self.model.roi_heads.box_predictor(torch.as_tensor(np.asarray(feats), dtype=torch.float32, device=self.device))
+    score, label = logits.softmax(-1)[:, 1:].max(-1)                  # [N], [N]: the most likely non-background class
+    return (label + 1).cpu().numpy(), score.cpu().numpy()
 
 # %% ../nbs/00_features.ipynb #2988f7a0
 def show_regions(image, regions: RegionFeatures, ax=None, title=None, max_boxes: int | None = None):

@@ -30,12 +30,12 @@ from .training import (CONFIG_NAME, ITMModel, MLMHead, MLMTransform, Trainer, Tr
 __all__ = ['TIED_DECODER', 'PRETRAINING_MODEL_TYPE', 'ATTRIBUTES', 'ANSWERS', 'QUESTION_KINDS', 'QUESTION_MAKERS', 'TASKS',
            'PreTrainingConfig', 'PreTrainingHeads', 'VisualObjHead', 'AnswerHead', 'visual_loss', 'PreTrainingOutput',
            'LXMERTForPreTraining', 'pretraining_hf_config', 'random_pretraining_labels', 'compare_pretraining_with_hf',
-           'box_labels', 'mask_objects', 'Question', 'exist_questions', 'choose_questions', 'side_questions',
+           'toy_box_labels', 'mask_objects', 'Question', 'exist_questions', 'choose_questions', 'side_questions',
            'relate_questions', 'count_questions', 'scene_questions', 'balance_answers', 'make_questions',
-           'answer_prior_accuracy', 'question_only_accuracy', 'Sentence', 'PreTrainingData', 'collate_pretraining',
-           'PreTrainConfig', 'task_labels', 'PreTrainer', 'pretraining_inputs', 'answer_predictions', 'qa_accuracy',
-           'toy_pretraining_model', 'toy_pretraining_data', 'pretraining_config', 'finetuning_config', 'fit_questions',
-           'toy_gqa', 'QAPredictor']
+           'answer_prior_accuracy', 'question_only_accuracy', 'detector_box_labels', 'Sentence', 'PreTrainingData',
+           'collate_pretraining', 'PreTrainConfig', 'task_labels', 'PreTrainer', 'pretraining_inputs',
+           'answer_predictions', 'qa_accuracy', 'toy_pretraining_model', 'toy_pretraining_data', 'pretraining_config',
+           'finetuning_config', 'fit_questions', 'toy_gqa', 'QAPredictor']
 
 # %% ../nbs/06_pretraining.ipynb #6cea243c
 @dataclass
@@ -258,12 +258,13 @@ def from_pretrained(cls: LXMERTForPreTraining, ckpt_dir, map_location="cpu"):
 ATTRIBUTES = tuple(f"{size} {color}" for size in SIZES for color in COLORS)   # "small red", ... : 12 attribute labels
 
 
-def box_labels(scene, k: int) -> tuple[np.ndarray, np.ndarray]:
-    "Object (shape) and attribute (size colour) label of each of the `k` boxes of the toy store (scene order); −100 for padding."
+def toy_box_labels(scene, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Object (shape) and attribute (size colour) label of each of the `k` boxes of the toy store (scene order), −100 for
+    padding, and each label's weight (1 at a real box: the truth is certain)."""
     obj, attr = np.full(k, -100), np.full(k, -100)
     for j, o in enumerate(scene.objects[:k]):
         obj[j], attr[j] = SHAPES.index(o.shape), ATTRIBUTES.index(f"{o.size} {o.color}")
-    return obj, attr
+    return obj, attr, (obj >= 0).astype(np.float32)
 
 
 def mask_objects(feats, mask, prob: float = 0.15):
@@ -389,6 +390,16 @@ def question_only_accuracy(train_qs, test_qs) -> float:
     return linear_probe(bow(train_qs), y(train_qs), bow(test_qs), y(test_qs))
 
 # %% ../nbs/06_pretraining.ipynb #8e61e639
+def detector_box_labels(store, extractor) -> dict:
+    "Image id → (COCO class, −100 attributes, the detector's probability) of each box, from the features a store holds (00)."
+    out = {}
+    for i in store.ids:
+        r = store[i]; obj, attr, conf = np.full(store.k, -100), np.full(store.k, -100), np.zeros(store.k, np.float32)
+        if r.mask.any(): obj[r.mask], conf[r.mask] = extractor.classify(r.feats[r.mask])
+        out[i] = (obj, attr, conf)
+    return out
+
+
 @dataclass(frozen=True)
 class Sentence:
     "A sentence about one image: a caption (`answer` −100), a question (its answer's id), or a fixed true/false statement (`label`)."
@@ -400,12 +411,16 @@ class Sentence:
 # %% ../nbs/06_pretraining.ipynb #5c80de19
 class PreTrainingData(Dataset):
     "(sentence, image) examples with the labels of every task; each epoch replaces sentences by other images' ones anew."
-    def __init__(self, sentences, store, tokenizer, scenes, max_len: int = 32, neg_prob: float = 0.5, seed: int = 0):
+    def __init__(self, sentences, store, tokenizer, scenes=None, max_len: int = 32, neg_prob: float = 0.5, seed: int = 0,
+                 box_labels: dict | None = None):
+        "`box_labels`: image id → (object labels, attribute labels, weights) `[K]` each (`detector_box_labels`); else from `scenes`."
         self.sentences, self.store, self.neg_prob, self.seed = list(sentences), store, neg_prob, seed
         self.tokens = encode_captions(tokenizer, [s.text for s in self.sentences], max_len)
-        scene_of = {s.file: s for s in scenes}
-        self.box_labels = {s.image: box_labels(scene_of[s.image], store.k) for s in self.sentences}
-        images = {img: i for i, img in enumerate(sorted(self.box_labels))}
+        if box_labels is None:
+            scene_of = {sc.file: sc for sc in scenes}
+            box_labels = {image_id(s.image): toy_box_labels(scene_of[s.image], store.k) for s in self.sentences}
+        self.box_labels = box_labels
+        images = {img: i for i, img in enumerate(sorted({s.image for s in self.sentences}))}
         self._img = np.array([images[s.image] for s in self.sentences])
         self.set_epoch(0)
 
@@ -430,9 +445,9 @@ def __getitem__(self: PreTrainingData, i: int) -> dict:
     s, t = self.sentences[i], self.text_of[i]
     matched = int(t == i) if s.label is None else s.label
     f = self.store[image_id(s.image)]
-    obj, attr = self.box_labels[s.image]
+    obj, attr, conf = self.box_labels[image_id(s.image)]
     return dict(input_ids=self.tokens[t], visual_feats=f.feats, visual_pos=f.boxes, visual_mask=f.mask,
-                label=np.float32(matched), ans=self.sentences[t].answer if matched else -100, obj=obj, attr=attr)
+                label=np.float32(matched), ans=self.sentences[t].answer if matched else -100, obj=obj, attr=attr, conf=conf)
 
 
 def collate_pretraining(items) -> dict:
@@ -440,6 +455,7 @@ def collate_pretraining(items) -> dict:
     b = collate_itm(items)
     b["ans"] = torch.tensor([it["ans"] for it in items], dtype=torch.long)
     for key in ("obj", "attr"): b[key] = torch.from_numpy(np.stack([it[key] for it in items])).long()
+    b["conf"] = torch.from_numpy(np.stack([it["conf"] for it in items])).float()       # [B,K] the labels' weights
     return b
 
 # %% ../nbs/06_pretraining.ipynb #0a34377f
@@ -459,7 +475,7 @@ def task_labels(batch: dict, tasks: set, masking: dict | None, cfg: PreTrainConf
     if "obj" in tasks:                        # boxes of every pair masked; their labels and features predicted
         target = batch["visual_feats"]
         batch["visual_feats"], chosen = mask_objects(target, batch["visual_mask"], cfg.obj_mask_prob)
-        w = chosen.float()
+        w = chosen.float() * batch["conf"]                   # a masked box, weighted by how sure its label is
         labels["obj_labels"] = dict(obj=(batch["obj"].clamp(min=0), w), attr=(batch["attr"].clamp(min=0), w), feat=(target, w))
     if "matched" in tasks: labels["matched_label"] = batch["label"].long()
     if "qa" in tasks: labels["ans"] = batch["ans"]
