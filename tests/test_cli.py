@@ -293,7 +293,7 @@ def test_every_predict_refusal_is_one_line(setup, tmp_path):
     (cut/"model.safetensors").write_bytes((cut/"model.safetensors").read_bytes()[:100])
     half = tmp_path/"half"; shutil.copytree(ck, half); shutil.rmtree(half/"tokenizer")
     cases = [([], ["the following arguments are required", "--help"]),
-             ([ck, img], ["the following arguments are required: captions", "--help"]),
+             ([ck, img], ["give one or more captions, or --question", "--help"]),
              ([ck, img, "c", "--bogus"], ["unrecognized arguments: --bogus", "--help"]),
              ([ck, img, "c", "--batch-size", "x"], ["--batch-size", "invalid int value"]),
              ([ck, img, "c", "--batch-size", "0"], ["--batch-size must be at least 1"]),
