@@ -17,18 +17,7 @@ OLD_INFERENCE_ALL = ['TOY_CHECKPOINT', 'CHECKPOINT_FILES', 'NOT_RECIPE', 'FALLBA
     'DualEncoder', 'distinct_image_batch', 'fit_dual_encoder', 'rerank', 'rerank_recall', 'pair_logits', 'itm_accuracy',
     'predict_cli', 'recipe_of', 'recipe_argv', 'short_run_recipe', 'training_progress', 'demo_parser', 'demo_recipe',
     'min_demo_images', 'demo', 'demo_cli']   # simplelxmert.inference.__all__ before the CLI moved to simplelxmert.cli
-@pytest.fixture(scope="module")
-def setup(tmp_path_factory):
-    "Toy data (12 images) and a checkpoint of a random-weight model with 1/1/2 layers, feature normalization on."
-    torch.manual_seed(0); torch.set_num_threads(1)
-    root = tmp_path_factory.mktemp("inference")
-    toy = make_toy_data(root/"toy", n_images=12, seed=3)
-    store, tok = toy.store(), toy.tokenizer()
-    cfg = LXMERTConfig(vocab_size=len(tok), hidden_size=32, num_attention_heads=4, intermediate_size=64,
-                       l_layers=1, r_layers=1, x_layers=2, visual_feat_dim=store.dim)
-    norm = {"mean": np.linspace(-0.5, 0.5, store.dim).tolist(), "std": np.linspace(0.5, 2, store.dim).tolist()}
-    ITMModel(cfg, feature_norm=norm).save_pretrained(root/"ckpt", tokenizer=tok, extra={"feature_store_meta": store.meta, "max_len": 32})
-    return toy, store, Predictor.from_pretrained(root/"ckpt", device="cpu"), root
+# the `setup` fixture (toy data and a random-weight checkpoint) is in conftest.py
 
 
 def _cli_error(argv):

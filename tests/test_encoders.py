@@ -4,15 +4,8 @@ import transformers
 from simplelxmert.encoders import LXMERT, LXMERTConfig, compare_with_hf, randomize_weights_, random_batch
 from simplelxmert.attention import MultiHeadAttention, scaled_dot_product_attention, additive_mask
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    "Small models run faster on one thread, and the test machine is shared."
-    n = torch.get_num_threads(); torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-ODD = LXMERTConfig(hidden_size=96, num_attention_heads=3, intermediate_size=200, l_layers=1, r_layers=3, x_layers=2,
-                   visual_feat_dim=2048, vocab_size=1000)
+from conftest import ODD
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 @pytest.mark.parametrize("config,shape", [(LXMERTConfig(), (3, 9, 7)), (ODD, (3, 5, 4)), (LXMERTConfig.paper(), (2, 6, 4))],
                          ids=["seed", "odd", "paper"])

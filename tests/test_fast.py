@@ -6,15 +6,8 @@ from simplelxmert.attention import MultiHeadAttention, additive_mask, dropout, s
 from simplelxmert.encoders import LXMERT, LXMERTConfig, randomize_weights_, random_batch
 from simplelxmert.fast import PackedRows, cls_self_attention, dropout_mask, pooled_only_forward, random_15bit
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    "Small models run faster on one thread, and the test machine is shared."
-    n = torch.get_num_threads(); torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-ODD = LXMERTConfig(hidden_size=96, num_attention_heads=3, intermediate_size=200, l_layers=1, r_layers=3, x_layers=2,
-                   visual_feat_dim=2048, vocab_size=1000)
+from conftest import ODD
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 # --- names that moved keep importing from where they were --------------------------------------------------------
 

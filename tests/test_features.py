@@ -11,15 +11,7 @@ from simplelxmert.features import (COLORS, SHAPES, RGB, Scene, ShapeObject, Feat
                                    PixelRoIExtractor, FasterRCNNExtractor, build_frcnn, draw_scene, extract_features, extract_cli,
                                    feature_stats, find_shapes, generate_shapes_world, load_image, load_scenes, make_extractor)
 
-@pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    out = tmp_path_factory.mktemp("world")
-    return out, generate_shapes_world(out, 40, seed=3)
-
-
-def stores_equal(a: FeatureStore, b: FeatureStore):
-    assert sorted(a.ids) == sorted(b.ids) and (a.k, a.dim, a.meta) == (b.k, b.dim, b.meta)
-    for i in a.ids: assert a[i] == b[i], i
+from conftest import stores_equal   # and the `world` fixture
 
 
 # ShapesWorld

@@ -13,15 +13,7 @@ from simplelxmert.features import (FeatureStore, FeatureStoreWriter, RegionFeatu
 from simplelxmert.store import (HEADER, MAX_K, FolderLock, StoreError, atomic_write_text, check_room, repair_store, scan_store)
 
 
-@pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    out = tmp_path_factory.mktemp("world")
-    return out, generate_shapes_world(out, 40, seed=3)
-
-
-def stores_equal(a: FeatureStore, b: FeatureStore):
-    assert sorted(a.ids) == sorted(b.ids) and (a.k, a.dim, a.meta) == (b.k, b.dim, b.meta)
-    for i in a.ids: assert a[i] == b[i], i
+from conftest import stores_equal   # and the `world` fixture
 
 
 # store
