@@ -351,7 +351,7 @@ def _train_from_args(args, out, resuming):
     if rank == 0 and history:
         import matplotlib; matplotlib.use("Agg")
         fig = plot_history(history, title=f"ITM on {args.data}")
-        fig.savefig(out / "curves.png", dpi=110)
+        fig.savefig(out / "curves.png", dpi=110); plt.close(fig)           # written, not left open (a notebook would show it)
         last = history[-1]
         print("final: " + ", ".join(f"{k} {v:.4f}" for k, v in last.items() if k.endswith(("_acc", "_auc", "_loss"))))
         print(f"step {last['step']}, {last['elapsed_s'] / 60:.1f} min; checkpoint in {out}")

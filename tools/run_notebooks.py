@@ -28,4 +28,8 @@ def run(path: Path) -> float:
     return time.time() - t0
 
 if __name__ == "__main__":
-    for p in sys.argv[1:]: print(f"{p}: {run(Path(p).resolve()):.0f} s", flush=True)
+    if len(sys.argv) > 2:                       # one process per notebook: no figure or state leaks into the next
+        import subprocess
+        for p in sys.argv[1:]: subprocess.run([sys.executable, __file__, p], check=True)
+    else:
+        for p in sys.argv[1:]: print(f"{p}: {run(Path(p).resolve()):.0f} s", flush=True)
