@@ -19,9 +19,10 @@ from .store import FolderLock, atomic_write, one_line
 # %% auto #0
 __all__ = ['CONFIG_NAME', 'WEIGHTS_NAME', 'STATE_NAME', 'HISTORY_NAME', 'LEGACY_STATE_NAME', 'STATE_KEY',
            'DamagedCheckpointError', 'write_json', 'save_state_file', 'load_state_file', 'get_rng_state',
-           'set_rng_state', 'save_training_state', 'has_training_state', 'load_optimizer_state', 'load_training_state',
-           'NonFiniteLossError', 'check_finite', 'StopOnInterrupt', 'mixed_precision', 'use_deterministic_kernels',
-           'dist_info', 'init_distributed', 'run_device', 'wrap_ddp', 'mean_over_processes', 'barrier', 'run_lock']
+           'set_rng_state', 'every_rng_state', 'rank_rng_state', 'save_training_state', 'has_training_state',
+           'load_optimizer_state', 'load_training_state', 'NonFiniteLossError', 'check_finite', 'StopOnInterrupt',
+           'mixed_precision', 'use_deterministic_kernels', 'dist_info', 'init_distributed', 'run_device', 'wrap_ddp',
+           'mean_over_processes', 'barrier', 'run_lock']
 
 # %% ../nbs/A3_at_scale.ipynb #02f39a18
 CONFIG_NAME, WEIGHTS_NAME, STATE_NAME, HISTORY_NAME = "config.json", "model.safetensors", "trainer_state.safetensors", "history.json"
@@ -47,8 +48,9 @@ def write_json(path, obj):
 _MARKS = ("__tensor__", "__ndarray__", "__tuple__", "__items__")
 
 def _encode(obj, tensors: dict, key: str):
-    "A JSON-able copy of `obj`; its tensors move to `tensors`, each named by its path `key`."
-    if torch.is_tensor(obj): tensors[key] = obj.detach().cpu().contiguous(); return {"__tensor__": key}
+    "A JSON-able copy of `obj`; its tensors move to `tensors`, named `t0`, `t1`, … in order (`key`: where, for errors)."
+    if torch.is_tensor(obj):
+        name = f"t{len(tensors)}"; tensors[name] = obj.detach().cpu().contiguous(); return {"__tensor__": name}
     if isinstance(obj, np.ndarray): return {"__ndarray__": obj.tolist(), "dtype": str(obj.dtype)}
     if isinstance(obj, np.generic): return obj.item()
     if isinstance(obj, (tuple, list)):
@@ -56,6 +58,7 @@ def _encode(obj, tensors: dict, key: str):
         return {"__tuple__": items} if isinstance(obj, tuple) else items
     if isinstance(obj, dict):
         if all(isinstance(k, str) and k not in _MARKS for k in obj): return {k: _encode(v, tensors, f"{key}.{k}") for k, v in obj.items()}
+        if not all(isinstance(k, (str, int)) for k in obj): raise TypeError(f"{key}: only text and integer keys can be saved")
         return {"__items__": [[k, _encode(v, tensors, f"{key}.{k}")] for k, v in obj.items()]}   # e.g. int keys
     if obj is None or isinstance(obj, (bool, int, float, str)): return obj
     raise TypeError(f"{key}: a {type(obj).__name__} cannot be saved in a trainer state")
@@ -104,20 +107,36 @@ def get_rng_state() -> dict:
 
 
 def set_rng_state(s: dict):
-    "Put back the generators saved by `get_rng_state` (the GPUs' only where there are GPUs)."
+    "Put back the generators saved by `get_rng_state` (the GPUs' only where there are GPUs, as many as there are)."
     random.setstate(s["python"]); np.random.set_state(s["numpy"]); torch.set_rng_state(s["torch"])
-    if "cuda" in s and torch.cuda.is_available(): torch.cuda.set_rng_state_all(s["cuda"])
+    if "cuda" in s and torch.cuda.is_available(): torch.cuda.set_rng_state_all(s["cuda"][:torch.cuda.device_count()])
+
+
+def every_rng_state() -> list[dict]:
+    "`get_rng_state()` of every process, in rank order (every process must call it: a collective under DDP)."
+    if dist_info()[1] == 1: return [get_rng_state()]
+    states = [None] * dist_info()[1]
+    dist.all_gather_object(states, get_rng_state())          # between this run's own processes, never from a file
+    return states
+
+
+def rank_rng_state(saved, rank: int) -> dict:
+    "This process's generators in a saved state: its own entry (one per process), or the one state of older runs."
+    return saved[rank] if isinstance(saved, list) else saved
 
 # %% ../nbs/A3_at_scale.ipynb #1cc5b423
-def save_training_state(out_dir, model, optimizer, scheduler, scaler, step, history, elapsed, tokenizer=None, extra=None):
+def save_training_state(out_dir, model, optimizer, scheduler, scaler, step, history, elapsed, tokenizer=None, extra=None,
+                        rng=None, running=None):
     """A resumable checkpoint: the model files, then `history.json`, then `trainer_state.safetensors` (written last),
     which holds everything a resume reads, the weights included: a crash between two files never leaves a run that
-    cannot resume."""
+    cannot resume. `rng`: every process's generators (`every_rng_state`; default this one's); `running`: the training
+    numbers summed since the last validation."""
     out = Path(out_dir)
     model.save_pretrained(out, tokenizer=tokenizer, extra=extra, step=step)
     write_json(out / HISTORY_NAME, history)
     state = dict(step=step, elapsed=elapsed, model=model.state_dict(), optimizer=optimizer.state_dict(),
-                 scheduler=scheduler.state_dict(), scaler=scaler.state_dict(), rng=get_rng_state(), history=history)
+                 scheduler=scheduler.state_dict(), scaler=scaler.state_dict(), rng=rng or [get_rng_state()],
+                 history=history, running=running or {})
     save_state_file(out / STATE_NAME, state)
 
 
@@ -148,7 +167,7 @@ def load_training_state(out_dir, model, optimizer, scheduler, scaler) -> dict:
     try:
         model.load_state_dict(state["model"])
         load_optimizer_state(optimizer, state["optimizer"]); scheduler.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state["scaler"]); set_rng_state(state["rng"])
+        scaler.load_state_dict(state["scaler"]); set_rng_state(rank_rng_state(state["rng"], dist_info()[0]))
         int(state["step"]), float(state["elapsed"]), list(state["history"])
     except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as e:
         raise DamagedCheckpointError(f"{path} does not fit this model and optimizer ({one_line(e)}): resume the run with "

@@ -6,13 +6,13 @@
 from __future__ import annotations
 
 # %% auto #0
-__all__ = ['RANDOM_NEG_EPOCHS', 'RESUME_MAY_CHANGE', 'NOT_RECIPE', 'FALLBACK_RECIPE', 'FIRST_LESSON', 'DEMO_FLAGS',
-           'OneLineParser', 'refuse', 'toydata_cli', 'extract_cli', 'train_parser', 'given_flags', 'train_cli',
-           'predict_parser', 'parse_boxes_flag', 'boxes_for', 'predict_cli', 'pretrain_parser', 'pretrain_cli',
-           'recipe_of', 'recipe_argv', 'short_run_recipe', 'demo_recipe', 'training_progress', 'demo_parser',
-           'min_demo_images', 'preflight', 'data_stage', 'training_stage', 'models_to_compare', 'evaluate_model',
-           'evaluation_stage', 'example_pair', 'save_figures', 'example_stage', 'Laps', 'write_report', 'demo',
-           'demo_cli']
+__all__ = ['RANDOM_NEG_EPOCHS', 'RESUME_MAY_CHANGE', 'PRETRAIN_RESUME_MAY_CHANGE', 'NOT_RECIPE', 'FALLBACK_RECIPE',
+           'FIRST_LESSON', 'DEMO_FLAGS', 'OneLineParser', 'refuse', 'toydata_cli', 'extract_cli', 'train_parser',
+           'given_flags', 'resumed_args', 'train_cli', 'predict_parser', 'parse_boxes_flag', 'boxes_for', 'predict_cli',
+           'pretrain_parser', 'pretrain_cli', 'recipe_of', 'recipe_argv', 'short_run_recipe', 'demo_recipe',
+           'training_progress', 'demo_parser', 'min_demo_images', 'preflight', 'data_stage', 'training_stage',
+           'models_to_compare', 'evaluate_model', 'evaluation_stage', 'example_pair', 'save_figures', 'example_stage',
+           'Laps', 'write_report', 'demo', 'demo_cli']
 
 # %% ../nbs/A5_cli.ipynb #a5imports
 import argparse, dataclasses, itertools, json, sys, time
@@ -27,7 +27,7 @@ from .features import (EXTRACTORS, MAX_BATCH, MAX_K, FeatureStore, _parse_boxes,
 from .features import make_extractor
 from .dataset import (ToyData, collate_itm, image_id, load_tokenizer, make_eval_pairs, make_toy_data, read_captions,
                                   read_kaggle_csv, read_karpathy_json, split_by_image, split_cuts)
-from .training import (CONFIG_NAME, STATE_NAME, DamagedCheckpointError, ITMData, ITMModel, NonFiniteLossError,
+from .training import (CONFIG_NAME, STATE_NAME, barrier, DamagedCheckpointError, ITMData, ITMModel, NonFiniteLossError,
                                    TrainConfig, check_store, feature_stats, has_training_state, init_distributed,
                                    init_sinusoid_positions, itm_data, plot_history, read_config, seed_everything, toy_itm_data,
                                    train, write_json)
@@ -268,34 +268,36 @@ def _check_train_args(p, args):
 
 
 # %% ../nbs/A5_cli.ipynb #63ef38b5
-def train_cli(argv=None):
-    "Command line: `simplelxmert_train --data toy|flickr30k ... --out DIR [--resume] [--max-minutes M]`; history in DIR/history.json."
-    p = train_parser()
-    args = p.parse_args(argv)
-    out = Path(args.out)
+def resumed_args(p: argparse.ArgumentParser, argv, args, may_change=RESUME_MAY_CHANGE) -> tuple:
+    """`(args, resuming)` for the run folder `args.out`: a folder holding a checkpoint is refused without `--resume`; with
+    it the saved run's own settings come back (a flag given another value is refused, except those of `may_change`)."""
+    out, prog = Path(args.out), p.prog
     try: resuming = args.resume and has_training_state(out)
-    except DamagedCheckpointError as e: raise SystemExit(f"simplelxmert_train: error: {e}")
+    except DamagedCheckpointError as e: raise SystemExit(f"{prog}: error: {e}")
     try: saved_config = read_config(out) if (out / CONFIG_NAME).exists() else None
-    except DamagedCheckpointError as e: raise SystemExit(f"simplelxmert_train: error: {e}; delete {out} (or choose another --out) to train anew")
+    except DamagedCheckpointError as e: raise SystemExit(f"{prog}: error: {e}; delete {out} (or choose another --out) to train anew")
     if not resuming and saved_config is not None:
         p.error(f"{out} holds a checkpoint (step {saved_config.get('step')}): "
                 + ("pass --resume to continue its run, or " if (out / STATE_NAME).exists() else "")
                 + "choose another --out (or delete the folder to start over)")
-    if resuming:  # the saved run's settings, except where to run and for how long
-        saved = (saved_config or {}).get("train_args", {})
-        changed = sorted(k for k in given_flags(p, argv) - {"resume", "out", *RESUME_MAY_CHANGE}
-                         if k in saved and saved[k] != getattr(args, k))
-        if changed:
-            flags = ", ".join(_as_flag(p, k, saved[k]) for k in changed)
-            may = ", ".join(_flag_name(p, k) for k in RESUME_MAY_CHANGE)
-            p.error(f"{out} was trained {flags}: --resume continues that run with its own settings (only "
-                    f"{may} may change); leave those flags out, "
-                    f"or train a new run with another --out")
-        keep = {k: getattr(args, k) for k in ("max_minutes", "quiet")}      # this invocation's budget and display
-        keep.update({k: v for k in RESUME_MAY_CHANGE if k not in keep and (v := getattr(args, k)) is not None})
-        args = argparse.Namespace(**{**vars(args), **saved, **keep, "resume": True, "out": str(out)})
+    if not resuming: return args, False
+    saved = (saved_config or {}).get("train_args", {})
+    changed = sorted(k for k in given_flags(p, argv) - {"resume", "out", *may_change} if k in saved and saved[k] != getattr(args, k))
+    if changed:
+        flags, may = ", ".join(_as_flag(p, k, saved[k]) for k in changed), ", ".join(_flag_name(p, k) for k in may_change)
+        p.error(f"{out} was trained {flags}: --resume continues that run with its own settings (only {may} may change); "
+                f"leave those flags out, or train a new run with another --out")
+    keep = {k: getattr(args, k) for k in ("max_minutes", "quiet")}      # this invocation's budget and display
+    keep.update({k: v for k in may_change if k not in keep and (v := getattr(args, k)) is not None})
+    return argparse.Namespace(**{**vars(args), **saved, **keep, "resume": True, "out": str(out)}), True
+
+
+def train_cli(argv=None):
+    "Command line: `simplelxmert_train --data toy|flickr30k ... --out DIR [--resume] [--max-minutes M]`; history in DIR/history.json."
+    p = train_parser()
+    args, resuming = resumed_args(p, argv, p.parse_args(argv))
     _check_train_args(p, args)
-    try: return _train_from_args(args, out, resuming)
+    try: return _train_from_args(args, Path(args.out), resuming)
     except (ValueError, OSError, RuntimeError) as e:   # bad data, store, tokenizer, settings, a folder in use: said
         raise SystemExit(f"simplelxmert_train: error: {e}")
 
@@ -432,6 +434,8 @@ def predict_cli(argv=None):
     for pr, text in lines: print(f"{pr:.3f}  {text}")
 
 # %% ../nbs/A5_cli.ipynb #8c3cd7d1
+PRETRAIN_RESUME_MAY_CHANGE = ("max_minutes", "quiet", "device", "threads", "data_dir")   # where and how long, not what
+
 def pretrain_parser() -> argparse.ArgumentParser:
     "The flags of `simplelxmert_pretrain`."
     p = OneLineParser(prog="simplelxmert_pretrain", description="Pre-train LXMERT with its tasks on the toy world's captions "
@@ -451,7 +455,7 @@ def pretrain_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=1400, help="optimizer steps, the first lesson's included (default 1400)")
     p.add_argument("--first-lesson", type=int, default=400, help="steps of one-object twins first, matching alone (default 400; "
                    "none without matching or with --init-from)")
-    p.add_argument("--lr", type=float, default=None, help="learning rate (default 1e-3; 3e-4 with --init-from)")
+    p.add_argument("--lr", type=float, default=None, help="learning rate (default: toy 1e-3, 3e-4 with --init-from; flickr30k 1e-4)")
     p.add_argument("--batch-size", type=int, default=128); p.add_argument("--seed", type=int, default=0)
     p.add_argument("--eval-every", type=int, default=100); p.add_argument("--save-every", type=int, default=100)
     p.add_argument("--max-minutes", type=float, help="stop (and checkpoint) after this much wall time")
@@ -472,6 +476,8 @@ def _check_pretrain_args(p, a) -> tuple:
     for flag in ("n_images", "steps", "batch_size", "eval_every", "save_every"):
         if getattr(a, flag) < 1: p.error(f"--{flag.replace('_', '-')} must be at least 1, got {getattr(a, flag)}")
     if a.max_minutes is not None and a.max_minutes <= 0: p.error(f"--max-minutes must be positive, got {a.max_minutes}")
+    if "matched" in tasks and not a.init_from and a.data == "toy" and not 0 <= a.first_lesson < a.steps:
+        p.error(f"--first-lesson {a.first_lesson} must be shorter than --steps {a.steps} (the first lesson is part of the run)")
     try: check_device(a.device)
     except RuntimeError as e: p.error(str(e))
     return tasks
@@ -496,8 +502,19 @@ def _flickr_pretraining(a, tasks, out: Path, resuming: bool) -> list:
 
 
 def _pretraining_run(a, tasks, out: Path, resuming: bool) -> list:
-    "The toy GQA, the model (fresh, or from --init-from), and chapter 06's run into `out` (or the Flickr30k run)."
-    if a.data == "flickr30k": return _flickr_pretraining(a, tasks, out, resuming)
+    "Under torchrun, join the process group; then the Flickr30k run, or the toy GQA's (made once, by process 0)."
+    rank, world = init_distributed()
+    try:
+        if a.data == "flickr30k": return _flickr_pretraining(a, tasks, out, resuming)
+        if rank == 0: toy_gqa(a.data_dir, a.n_images, a.data_seed)       # the world and its tokenizer, made once
+        barrier()
+        return _toy_pretraining(a, tasks, out, resuming)
+    finally:
+        if world > 1 and dist.is_initialized(): dist.destroy_process_group()
+
+
+def _toy_pretraining(a, tasks, out: Path, resuming: bool) -> list:
+    "The toy GQA, the model (fresh, or from --init-from), and chapter 06's run into `out`."
     gqa = toy_gqa(a.data_dir, a.n_images, a.data_seed)
     tok, store = gqa["tokenizer"], gqa["world"].store()
     model = (LXMERTForPreTraining.from_pretrained(a.init_from) if a.init_from else
@@ -515,12 +532,9 @@ def _pretraining_run(a, tasks, out: Path, resuming: bool) -> list:
 # %% ../nbs/A5_cli.ipynb #c248f26a
 def pretrain_cli(argv=None):
     "Command line: `simplelxmert_pretrain --data-dir DIR --out OUT [--init-from CKPT] [--tasks ...] [--resume]`."
-    p = pretrain_parser(); a = p.parse_args(argv)
+    p = pretrain_parser()
+    a, resuming = resumed_args(p, argv, p.parse_args(argv), PRETRAIN_RESUME_MAY_CHANGE)
     tasks, out = _check_pretrain_args(p, a), Path(a.out)
-    try: resuming = a.resume and has_training_state(out)
-    except DamagedCheckpointError as e: refuse(p.prog, e)
-    if not resuming and (out / CONFIG_NAME).exists():
-        p.error(f"{out} holds a checkpoint: pass --resume to continue its run, or choose another --out")
     if a.threads: torch.set_num_threads(a.threads)
     try: history = _pretraining_run(a, tasks, out, resuming)
     except (ValueError, OSError, RuntimeError, FloatingPointError) as e: refuse(p.prog, e)

@@ -69,9 +69,9 @@ def from_pretrained(cls: Predictor, ckpt="toy", device=None) -> Predictor:
     "Load a checkpoint folder (or `'toy'`, the shipped one); clear errors for missing files and mismatched weights."
     path = checkpoint_dir(ckpt)
     if read_config(path).get("model_type") == "simplelxmert-pretraining":       # chapter 06's model, with an answer head
-        from simplelxmert.pretraining import QAPredictor
-        return QAPredictor.from_pretrained(path, device)
-    try: model = ITMModel.from_pretrained(path)
+        from simplelxmert.pretraining import LXMERTForPreTraining as load, QAPredictor as cls
+    else: load = ITMModel
+    try: model = load.from_pretrained(path)
     except DamagedCheckpointError: raise
     except (RuntimeError, ValueError, KeyError, TypeError) as e:      # weights that do not fit config.json, or a bad config
         raise ValueError(f"{path}: model.safetensors and config.json do not match (a file from another run, or an edited "
@@ -227,7 +227,8 @@ def _normalized_feats(model: ITMModel, visual_feats):
     return (visual_feats - model.feat_mean) / model.feat_std
 
 def _itm_logit(model: ITMModel, pooled):
-    "The match logit `[B]` from LXMERT's pooled output, as `ITMModel.forward` computes it."
+    "The match logit `[B]` from LXMERT's pooled output, as `ITMModel.forward` computes it (chapter 06's model: its 2-way head)."
+    if not hasattr(model, "head"): s = model.cls.seq_relationship(pooled); return s[:, 1] - s[:, 0]   # LXMERTForPreTraining
     logits = model.head(pooled)
     return logits[:, 0] if model.head_type == "bce" else logits[:, 1] - logits[:, 0]
 
@@ -570,7 +571,7 @@ def pair_logits(predictor: Predictor, pairs, store: FeatureStore, batch_size: in
     ds = ITMPairDataset(pairs, store, predictor.tokenizer, predictor.max_len); out = []
     for s in range(0, len(ds), batch_size):
         b = collate_itm([ds[i] for i in range(s, min(s + batch_size, len(ds)))]); b.pop("label")
-        out.append(predictor.model(**{k: v.to(predictor.device) for k, v in b.items()}).float().cpu())
+        out.append(predictor.match_logits({k: v.to(predictor.device) for k, v in b.items()}).float().cpu())
     return torch.cat(out).numpy()
 
 def itm_accuracy(predictor: Predictor, records, scenes, store: FeatureStore, seed: int = 0) -> dict:

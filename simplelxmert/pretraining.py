@@ -268,11 +268,11 @@ def toy_box_labels(scene, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def mask_objects(feats, mask, prob: float = 0.15):
-    "Choose real boxes with probability `prob`: 80 % zeroed, 10 % another box's feature of the batch, 10 % kept. (feats, chosen `[B,K]`)"
+    "Choose real boxes with probability `prob`: 80 % zeroed, 10 % another real box's feature of the batch, 10 % kept. (feats, chosen `[B,K]`)"
     chosen = mask.bool() & (torch.rand(mask.shape, device=feats.device) < prob)
     r = torch.rand(mask.shape, device=feats.device)
-    flat = feats.reshape(-1, feats.size(-1))
-    others = flat[torch.randint(len(flat), mask.shape, device=feats.device)]                 # [B,K,D]
+    real = feats[mask.bool()]                                                                 # [N,D] the batch's real boxes
+    others = real[torch.randint(len(real), mask.shape, device=feats.device)]                 # [B,K,D]
     out = torch.where((chosen & (r < 0.8))[..., None], torch.zeros_like(feats), feats)
     out = torch.where((chosen & (r >= 0.8) & (r < 0.9))[..., None], others, out)
     return out, chosen
@@ -491,6 +491,8 @@ class PreTrainer(Trainer):
         "Clear errors before any work: a masked LM without its tokenizer, a first lesson without its pairs."
         if "mlm" in cfg.tasks and tokenizer is None: raise ValueError("the masked LM needs the tokenizer")
         if cfg.position_steps and position_ds is None: raise ValueError("position_steps needs position_ds, the first lesson")
+        if cfg.position_steps and not 0 < cfg.position_steps < cfg.steps:
+            raise ValueError(f"the first lesson ({cfg.position_steps} steps) must be shorter than the run ({cfg.steps} steps)")
         if not set(cfg.tasks) <= {"mlm", "matched", "obj", "qa"}: raise ValueError(f"unknown tasks in {cfg.tasks}")
 
     def __init__(self, model, cfg, out_dir=None, tokenizer=None, extra=None):
@@ -511,18 +513,18 @@ def train_step(self: PreTrainer, batch: dict, interrupted: bool = False) -> bool
     labels = task_labels(b, tasks, self.masking, self.cfg)
     with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
         out = self.net(**pretraining_inputs(b), **labels)
-    zero = out.cross_relationship_score.sum() * 0                       # a loss of 0 that every process can add up
-    loss = out.loss if out.loss is not None else zero
+    outputs = (out.prediction_logits, out.cross_relationship_score, out.question_answering_score, *(out.visual_predictions or {}).values())
+    zero = sum(o.float().sum() for o in outputs) * 0       # every head in the graph: DDP waits for every parameter's gradient
+    loss = (out.loss if out.loss is not None else 0) + zero
     has = b["ans"] != -100
     qa_acc = (out.question_answering_score.argmax(1) == b["ans"])[has].float().mean() if has.any() else zero.detach()
     names = [k for k in ("mlm", "matched", "obj", "qa") if k in tasks]     # the same numbers in every process
-    numbers = torch.stack([loss.detach().float(), *(out.losses.get(k, zero).detach().float() for k in names),
-                           qa_acc.float(), torch.tensor(float(interrupted), device=self.device)])
-    total, *task_losses, qa_acc_v, hit = mean_over_processes(numbers).tolist()
+    (total, *task_losses, qa_acc_v), interrupted = self.agree([loss, *(out.losses.get(k, zero) for k in names), qa_acc],
+                                                              interrupted)
     check_finite(total, self.step + 1, self.out_dir, self.last_saved)
     self.update(loss)
     self.log(loss=total, **{f"{k}_loss": v for k, v in zip(names, task_losses)}, qa_acc=qa_acc_v)
-    return hit > 0
+    return interrupted
 
 # %% ../nbs/06_pretraining.ipynb #9b179e76
 def pretraining_inputs(batch: dict) -> dict:
@@ -608,22 +610,15 @@ def toy_gqa(data_dir, n_images: int = 2000, seed: int = 0) -> dict:
                 train_ids=sorted({image_id(r.image) for r in world.records("train")}))
 
 # %% ../nbs/06_pretraining.ipynb #bb45d4b2
-from .inference import Predictor, check_captions, checkpoint_dir, _feature_meta
-from .features import make_extractor
+from .inference import Predictor, check_captions
 
 
 class QAPredictor(Predictor):
     "Chapter 05's `Predictor` for a pre-trained model: matching through its 2-way head, `answer` through its answer head."
-    @classmethod
-    def from_pretrained(cls, ckpt, device=None) -> QAPredictor:
-        "Load a checkpoint written by a pre-training run (`simplelxmert_pretrain`, or `save_pretrained`)."
-        path = checkpoint_dir(ckpt)
-        model = LXMERTForPreTraining.from_pretrained(path)
-        cfg, meta = model.checkpoint_config, _feature_meta(model.checkpoint_config)
-        extractor = make_extractor(meta, device=device, source=path / CONFIG_NAME) if meta else None
-        pred = cls(model, load_tokenizer(path / "tokenizer"), extractor, cfg.get("max_len", 32), device)
-        pred.answers = cfg.get("answers") or [f"answer {i}" for i in range(model.tasks.num_qa_labels)]
-        return pred
+    @property
+    def answers(self) -> list[str]:
+        "The answer of each output of the answer head: the checkpoint's `answers`, else numbered."
+        return getattr(self.model, "checkpoint_config", {}).get("answers") or [f"answer {i}" for i in range(self.model.tasks.num_qa_labels)]
 
     def match_logits(self, batch: dict) -> torch.Tensor:
         "The match margin `[B]` of the 2-way head (index 1 = match), as chapter 04's `head='ce2'`."

@@ -39,7 +39,7 @@ from .at_scale import (CONFIG_NAME, WEIGHTS_NAME, STATE_NAME, HISTORY_NAME, LEGA
                                    dist_info, get_rng_state, has_training_state, load_state_file, load_training_state,
                                    mean_over_processes, mixed_precision, run_device, save_state_file, save_training_state,
                                    set_rng_state, wrap_ddp, write_json, init_distributed, load_optimizer_state, STATE_KEY,
-                                   run_lock, use_deterministic_kernels)
+                                   run_lock, use_deterministic_kernels, every_rng_state)
 
 # %% ../nbs/04_itm_training.ipynb #bd9840ef
 def default_device() -> torch.device:
@@ -434,6 +434,7 @@ class Trainer:
                              vocab_size=len(tokenizer)) if cfg.mlm_weight > 0 else None)
         self.step, self.history, self.elapsed, self.stopped = 0, [], 0.0, None
         self.sums, self.seen = {}, 0          # running sums of the training numbers since the last validation
+        self.budget_spent = False
 
     def start(self, resume: bool = False):
         "Take the run folder (A3: one writer), continue the run saved there or seed every generator; wrap for DDP."
@@ -442,6 +443,7 @@ class Trainer:
             if resume and self.out_dir is not None and has_training_state(self.out_dir):
                 st = load_training_state(self.out_dir, self.model, self.optimizer, self.scheduler, self.scaler)
                 self.step, self.history, self.elapsed = st["step"], st["history"], st["elapsed"]
+                self.sums, self.seen = dict(st["running"].get("sums", {})), st["running"].get("seen", 0)
             else: seed_everything(self.cfg.seed + self.rank)
         except BaseException:
             if self.lock: self.lock.release()                                  # a refused resume leaves the folder free
@@ -478,6 +480,17 @@ def log(self: Trainer, **numbers):
     self.seen += 1
 
 
+@patch
+def agree(self: Trainer, numbers: list, interrupted: bool = False) -> tuple[list[float], bool]:
+    """This step's `numbers` averaged over the processes, with two stop signals all must share: a Ctrl-C, and a spent
+    time budget (kept in `budget_spent`). Returns (the numbers, whether any process saw a Ctrl-C)."""
+    spent = self.cfg.max_minutes is not None and time.time() - self.t0 > 60 * self.cfg.max_minutes
+    flags = torch.tensor([float(interrupted), float(spent)], device=self.device)
+    *values, hit, over = mean_over_processes(torch.cat([torch.stack([x.detach().float() for x in numbers]), flags])).tolist()
+    self.budget_spent = over > 0
+    return values, hit > 0
+
+
 
 # %% ../nbs/04_itm_training.ipynb #22d8c43d
 @patch
@@ -490,12 +503,11 @@ def train_step(self: Trainer, batch: dict, interrupted: bool = False) -> bool:
     logits, mlm = out if masked else (out, torch.zeros((), device=self.device))
     itm = itm_loss(logits, batch["label"])
     acc = ((logits.detach() > 0).float() == batch["label"]).float().mean()
-    numbers = torch.stack([itm.detach().float(), acc, mlm.detach().float(), torch.tensor(float(interrupted), device=self.device)])
-    itm_v, acc_v, mlm_v, hit = mean_over_processes(numbers).tolist()                 # A3: the same in every process
+    (itm_v, acc_v, mlm_v), interrupted = self.agree([itm, acc, mlm], interrupted)   # the same in every process
     check_finite(itm_v + self.cfg.mlm_weight * mlm_v, self.step + 1, self.out_dir, self.last_saved)   # A3
     self.update(itm + self.cfg.mlm_weight * mlm)
     self.log(loss=itm_v, acc=acc_v, **({"mlm_loss": mlm_v} if self.masking else {}))
-    return hit > 0
+    return interrupted
 
 # %% ../nbs/04_itm_training.ipynb #5426974a
 def validation_loaders(val_sets: dict | None, cfg, collate_fn=None) -> dict:
@@ -526,11 +538,13 @@ def validate(self: Trainer, loaders: dict, order: BatchOrder, on_eval=None) -> d
 
 @patch
 def checkpoint(self: Trainer):
-    "Save the run in `out_dir` (process 0 only), with why it stops early when it does; the others wait."
+    "Save the run in `out_dir` (process 0 writes; every process's generators go in), with why it stops early when it does."
+    rngs = every_rng_state()                                                   # A3: each process's own, for exact resume
     if self.out_dir is not None and self.rank == 0:
         stop = {"stopped": self.stopped} if self.stopped else {}
         save_training_state(self.out_dir, self.model, self.optimizer, self.scheduler, self.scaler, self.step, self.history,
-                            time.time() - self.t0, self.tokenizer, dict(self.extra or {}, train_config=asdict(self.cfg), **stop))
+                            time.time() - self.t0, self.tokenizer, dict(self.extra or {}, train_config=asdict(self.cfg), **stop),
+                            rng=rngs, running=dict(sums=self.sums, seen=self.seen))
     self.last_saved = self.step
     barrier()                                                                  # A3
 
@@ -541,7 +555,7 @@ def stop_reason(self: Trainer, interrupted: bool, stop_after: int | None = None)
     if self.step >= self.cfg.steps: return None                      # the run's last step: its end, not an early stop
     if interrupted: return "interrupted"
     if stop_after is not None and self.step >= stop_after: return "stop_after"
-    if self.cfg.max_minutes is not None and time.time() - self.t0 > 60 * self.cfg.max_minutes: return "time budget"
+    if self.budget_spent: return "time budget"                       # decided in `agree`, the same in every process
     return None
 
 

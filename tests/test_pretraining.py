@@ -87,3 +87,59 @@ def test_answer_from_a_pretrained_checkpoint_and_a_clear_error_without_one(gqa, 
     with contextlib.redirect_stderr(err), pytest.raises(SystemExit):               # an ITM checkpoint: one line, no answer head
         predict_cli(["toy", str(image), "--question", q.question])
     assert "no answer head" in err.getvalue() and err.getvalue().count("\n") == 1
+
+
+def _free_port():
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0)); return s.getsockname()[1]
+
+
+def _ddp_pretraining_worker(rank, world, port, data_dir, out, plan):
+    "2 gloo processes: pre-train (first lesson, every task; `plan` = one go or stop and resume), then fine-tune on QA alone."
+    import os
+    import torch.distributed as dist
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        g = toy_gqa(data_dir, n_images=60)
+        for kw in plan: model, hist = run(g, Path(out) / "pre", 6, **kw)
+        ft = finetuning_config(steps=2, eval_every=2)
+        ft.batch_size = 16
+        fit_questions(model, g["data"]["finetune"], ft, g["data"], g["tokenizer"])   # the unused heads must not stall DDP
+        torch.save(torch.cat([p.detach().flatten() for p in model.parameters()]), Path(out) / f"rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_ddp_pretraining_and_finetuning_agree_and_resume_exactly(gqa, tmp_path):
+    "Under DDP every process ends with the same weights, through the first lesson, a resume and a QA-only fine-tuning."
+    import torch.multiprocessing as mp
+    data_dir = str(gqa["world"].root)
+    for name, plan in (("full", [{}]), ("resumed", [{"stop_after": 3}, {"resume": True}])):
+        mp.spawn(_ddp_pretraining_worker, args=(2, _free_port(), data_dir, str(tmp_path / name), plan), nprocs=2, join=True)
+    a, b, c = (torch.load(tmp_path / n / f"rank{r}.pt") for n, r in (("full", 0), ("full", 1), ("resumed", 0)))
+    assert torch.equal(a, b) and torch.equal(a, c)
+    init = torch.cat([p.detach().flatten() for p in toy_pretraining_model(gqa["tokenizer"], gqa["world"].store(),
+                                                                          gqa["train_ids"]).parameters()])
+    assert (a - init).abs().max() > 1e-3                                           # it trained
+
+
+def test_pretrain_cli_guards_its_run_and_its_settings(gqa, tmp_path, capsys):
+    from simplelxmert.cli import pretrain_cli
+    base = ["--data-dir", str(gqa["world"].root), "--n-images", "60", "--out", str(tmp_path / "o"), "--quiet", "--batch-size", "16",
+            "--steps", "3", "--first-lesson", "1", "--eval-every", "3", "--threads", "1"]
+    pretrain_cli(base)
+    assert "validation QA accuracy" in capsys.readouterr().out
+    fresh = base + ["--out", str(tmp_path / "o2")]
+    for argv, message in ((base, "holds a checkpoint (step 3): pass --resume to continue its run"),
+                          (base + ["--steps", "6", "--resume"], "was trained with --steps 3: --resume continues"),
+                          (base + ["--tasks", "mlm,qa", "--resume"], "was trained with --tasks mlm,matched,obj,qa"),
+                          (fresh + ["--first-lesson", "3"], "--first-lesson 3 must be shorter than --steps 3"),
+                          (fresh + ["--tasks", "mlm,vqa"], "--tasks must name some of")):
+        with pytest.raises(SystemExit): pretrain_cli(argv)
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1, (argv, err)
+    pretrain_cli(["--out", str(tmp_path / "o"), "--resume", "--quiet", "--max-minutes", "5"])   # only how long: allowed
+    assert not (tmp_path / "o2").exists()

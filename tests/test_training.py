@@ -273,6 +273,30 @@ def test_ddp_two_processes_match_one(tmp_path):
 
 
 
+def _ddp_resume_worker(rank, world, port, out, plan):
+    "2 gloo processes with dropout: run 8 steps in one go, or stop after 4 and resume; save rank's parameters."
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        for kw in plan:
+            torch.manual_seed(0)
+            model = ITMModel(tiny_config(hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1))
+            cfg = TrainConfig(steps=8, batch_size=4, eval_every=4, save_every=2, lr=3e-3, seed=1)
+            train(model, PairSet(), cfg, collate_fn=default_collate, progress=False, out_dir=Path(out) / "run", **kw)
+        torch.save(torch.cat([p.detach().flatten() for p in model.parameters()]), Path(out) / f"rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_ddp_resume_with_dropout_is_exact(tmp_path):
+    "Each process's own generators are saved and restored: two processes with dropout resume to the same weights."
+    for name, plan in (("full", [{}]), ("resumed", [{"stop_after": 3}, {"resume": True}])):
+        mp.spawn(_ddp_resume_worker, args=(2, _free_port(), str(tmp_path / name), plan), nprocs=2, join=True)
+    a, b = torch.load(tmp_path / "full" / "rank0.pt"), torch.load(tmp_path / "resumed" / "rank0.pt")
+    assert torch.equal(a, b) and torch.equal(b, torch.load(tmp_path / "resumed" / "rank1.pt"))
+
+
 SHIPPED = Path(__file__).resolve().parents[1] / "simplelxmert" / "assets" / "toy_itm"
 
 
