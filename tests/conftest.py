@@ -31,18 +31,25 @@ def stores_equal(a: FeatureStore, b: FeatureStore):
     for i in a.ids: assert a[i] == b[i], i
 
 
-@pytest.fixture(scope="module")
-def setup(tmp_path_factory):
-    "Toy data (12 images) and a checkpoint of a random-weight model with 1/1/2 layers, feature normalization on."
+def toy_checkpoint(root):
+    "Toy data (12 images, `root/toy`) and a random-weight 1/1/2-layer checkpoint with feature normalization (`root/ckpt`)."
     from simplelxmert.dataset import make_toy_data
-    from simplelxmert.inference import Predictor
     from simplelxmert.training import ITMModel
-    torch.manual_seed(0); torch.set_num_threads(1)
-    root = tmp_path_factory.mktemp("inference")
     toy = make_toy_data(root/"toy", n_images=12, seed=3)
     store, tok = toy.store(), toy.tokenizer()
     cfg = LXMERTConfig(vocab_size=len(tok), hidden_size=32, num_attention_heads=4, intermediate_size=64,
                        l_layers=1, r_layers=1, x_layers=2, visual_feat_dim=store.dim)
     norm = {"mean": np.linspace(-0.5, 0.5, store.dim).tolist(), "std": np.linspace(0.5, 2, store.dim).tolist()}
+    torch.manual_seed(0)
     ITMModel(cfg, feature_norm=norm).save_pretrained(root/"ckpt", tokenizer=tok, extra={"feature_store_meta": store.meta, "max_len": 32})
-    return toy, store, Predictor.from_pretrained(root/"ckpt", device="cpu"), root
+    return toy
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    "Toy data, a random-weight checkpoint (`toy_checkpoint`) and its `Predictor`: (toy, store, predictor, root)."
+    from simplelxmert.inference import Predictor
+    torch.manual_seed(0); torch.set_num_threads(1)
+    root = tmp_path_factory.mktemp("inference")
+    toy = toy_checkpoint(root)
+    return toy, toy.store(), Predictor.from_pretrained(root/"ckpt", device="cpu"), root

@@ -16,6 +16,8 @@ import pytest
 import torch
 from PIL import Image
 
+from conftest import toy_checkpoint
+
 DEVICE = os.environ.get("SIMPLELXMERT_TEST_DEVICE", "cuda")
 pytestmark = [pytest.mark.cuda,
               pytest.mark.skipif(DEVICE.startswith("cuda") and not torch.cuda.is_available(),
@@ -55,19 +57,8 @@ def fp32_exact():
 @pytest.fixture(scope="module")
 def toy(tmp_path_factory):
     "ShapesWorld (12 images) and a random-weight checkpoint with feature normalization, as in tests/test_inference.py."
-    from simplelxmert.dataset import make_toy_data
-    from simplelxmert.encoders import LXMERTConfig
-    from simplelxmert.training import ITMModel
     root = tmp_path_factory.mktemp("cuda")
-    data = make_toy_data(root / "toy", n_images=12, seed=3)
-    store, tok = data.store(), data.tokenizer()
-    cfg = LXMERTConfig(vocab_size=len(tok), hidden_size=32, num_attention_heads=4, intermediate_size=64,
-                       l_layers=1, r_layers=1, x_layers=2, visual_feat_dim=store.dim)
-    norm = {"mean": np.linspace(-0.5, 0.5, store.dim).tolist(), "std": np.linspace(0.5, 2, store.dim).tolist()}
-    torch.manual_seed(0)
-    ITMModel(cfg, feature_norm=norm).save_pretrained(root / "ckpt", tokenizer=tok,
-                                                    extra={"feature_store_meta": store.meta, "max_len": 32})
-    return data, root
+    return toy_checkpoint(root), root
 
 
 # --- the model ---------------------------------------------------------------------------------------------
