@@ -54,7 +54,7 @@ from torch.utils.data import DataLoader
 import simplelxmert.dataset as D
 from simplelxmert.features import COLORS, SHAPES, SIZES
 from simplelxmert.encoders import LXMERTConfig
-from simplelxmert.training import (ITMModel, toy_itm_data, seed_everything, feature_stats, make_optimizer, make_scheduler,
+from simplelxmert.training import (ITMModel, toy_itm_data, seed_everything, feature_norm, make_optimizer, make_scheduler,
                                    itm_loss, evaluate, predict_logits, trim_padding, model_inputs, mask_tokens,
                                    init_sinusoid_positions)
 
@@ -122,7 +122,7 @@ if a.kinds:   # training negatives of these kinds only, patched in after the fix
         return rng.choice(negs) if negs else None
     D.sample_hard_negative = _only
 seed_everything(0)
-norm = feature_stats(data.store, [r.image_id for r in data.train.records])
+norm = feature_norm(data.store, [r.image_id for r in data.train.records])
 n_l, n_r, n_x = map(int, a.layers.split(","))
 cfg = LXMERTConfig(vocab_size=len(tok), hidden_size=a.hidden, visual_pos_dim=4 + 8 * a.box_fourier, num_attention_heads=4, intermediate_size=4 * a.hidden,
                    l_layers=n_l, r_layers=n_r, x_layers=n_x, visual_feat_dim=data.store.dim, hidden_dropout_prob=0.0,

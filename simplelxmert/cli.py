@@ -28,7 +28,7 @@ from .features import make_extractor
 from .dataset import (ToyData, collate_itm, image_id, load_tokenizer, make_eval_pairs, make_toy_data, read_captions,
                                   read_kaggle_csv, read_karpathy_json, split_by_image, split_cuts)
 from .training import (CONFIG_NAME, STATE_NAME, barrier, DamagedCheckpointError, ITMData, ITMModel, NonFiniteLossError,
-                                   TrainConfig, check_store, feature_stats, has_training_state, init_distributed,
+                                   TrainConfig, check_store, feature_norm, has_training_state, init_distributed,
                                    init_sinusoid_positions, itm_data, plot_history, read_config, seed_everything, toy_itm_data,
                                    train, write_json)
 from .pretraining import (ANSWERS, TASKS, LXMERTForPreTraining, PreTrainConfig, PreTrainer, PreTrainingConfig,
@@ -327,7 +327,7 @@ def _train_from_args(args, out, resuming):
     data = _load_data(args)
     if resuming: _check_same_tokenizer(out, data.tokenizer)
     seed_everything(args.seed)
-    norm = feature_stats(data.store, [r.image_id for r in data.train.records]) if args.feature_norm == "standardize" else None
+    norm = feature_norm(data.store, [r.image_id for r in data.train.records]) if args.feature_norm == "standardize" else None
     model = ITMModel(_model_config(args, data.tokenizer, data.store), head=args.head, feature_norm=norm, mlm=args.mlm_weight > 0)
     if args.position_init == "sinusoid": init_sinusoid_positions(model.lxmert)
     cfg = TrainConfig(lr=args.lr, batch_size=args.batch_size, steps=args.steps, warmup=args.warmup,
@@ -494,7 +494,7 @@ def _flickr_pretraining(a, tasks, out: Path, resuming: bool) -> list:
                          box_labels=detector_box_labels(store, extractor))
     model = LXMERTForPreTraining.from_pretrained(a.init_from) if a.init_from else LXMERTForPreTraining(
         LXMERTConfig(vocab_size=len(tok), visual_feat_dim=store.dim), PreTrainingConfig(task_qa=False, num_object_labels=91,
-        visual_attr_loss=False), feature_norm=feature_stats(store, [r.image_id for r in train_r]))
+        visual_attr_loss=False), feature_norm=feature_norm(store, [r.image_id for r in train_r]))
     cfg = PreTrainConfig(lr=a.lr or 1e-4, batch_size=a.batch_size, steps=a.steps, eval_every=a.eval_every, save_every=a.save_every,
                          seed=a.seed, max_minutes=a.max_minutes, device=a.device, tasks=tasks)
     return train(model, ds, cfg, collate_fn=collate_pretraining, tokenizer=tok, trainer=PreTrainer, out_dir=out, resume=resuming,

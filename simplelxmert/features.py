@@ -496,12 +496,13 @@ def __getattr__(name):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 # %% ../nbs/00_features.ipynb #9283c1fd
-def feature_stats(store: FeatureStore, max_images: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    "Per-dimension mean and std `[D]` of the real regions of a store (for standardizing features in training)."
-    ids = store.ids[:max_images]
+def feature_stats(store: FeatureStore, image_ids=None) -> tuple[np.ndarray, np.ndarray]:
+    "Per-dimension mean and std `[D]` (std at least 1e-6) of the real regions of `image_ids` (default: every image)."
+    ids = store.ids if image_ids is None else sorted(set(image_ids))
     x = np.concatenate([r.feats[r.mask] for r in (store[i] for i in ids)]) if ids else np.zeros((0, store.dim), np.float32)
     if len(x) == 0: raise ValueError(f"the store {store.path} has no real regions to measure")
-    return x.mean(0), x.std(0) + 1e-6
+    x = x.astype(np.float64)                                       # [N_regions, D]
+    return x.mean(0).astype(np.float32), np.maximum(x.std(0), 1e-6).astype(np.float32)
 
 # %% ../nbs/00_features.ipynb #7d59bd09
 def linear_probe(x_train, y_train, x_test, y_test, l2=1e-3, steps=100) -> float:

@@ -23,7 +23,7 @@ from .features import COLORS, SHAPES, SIZES, linear_probe, load_image
 from .dataset import (SPLITS, clear_positions, collate_itm, encode_captions, flip_pairs, image_id, ITM_MATCH,
                                   load_tokenizer, make_toy_data, position_records, train_tokenizer, true_relations)
 from .training import (CONFIG_NAME, ITMModel, MLMHead, MLMTransform, Trainer, TrainConfig, _to, check_finite,
-                                   feature_stats, init_sinusoid_positions, load_weights, mask_tokens,
+                                   feature_norm, init_sinusoid_positions, load_weights, mask_tokens,
                                    mean_over_processes, read_config, save_model, seed_everything, train, trim_padding)
 
 # %% auto #0
@@ -559,7 +559,7 @@ def toy_pretraining_model(tokenizer, store, image_ids, seed: int = 0, tasks: Pre
                           visual_feat_dim=store.dim, initializer_range=0.1, hidden_dropout_prob=0.0,
                           attention_probs_dropout_prob=0.0)
     tasks = tasks or PreTrainingConfig(num_qa_labels=len(ANSWERS), num_object_labels=len(SHAPES), num_attr_labels=len(ATTRIBUTES))
-    model = LXMERTForPreTraining(config, tasks, feature_norm=feature_stats(store, image_ids))
+    model = LXMERTForPreTraining(config, tasks, feature_norm=feature_norm(store, image_ids))
     init_sinusoid_positions(model.lxmert)
     return model
 

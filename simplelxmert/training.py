@@ -6,13 +6,13 @@
 from __future__ import annotations
 
 # %% auto #0
-__all__ = ['MODEL_INPUTS', 'default_device', 'seed_everything', 'ITMModel', 'roc_auc', 'itm_loss', 'MLMTransform', 'MLMHead',
-           'mask_tokens', 'sinusoid_positions', 'init_sinusoid_positions', 'param_groups', 'fused_adamw_supported',
-           'make_optimizer', 'warmup_linear', 'make_scheduler', 'trim_padding', 'model_inputs', 'predict_logits',
-           'itm_metrics', 'evaluate', 'save_model', 'read_config', 'load_weights', 'export_checkpoint', 'TrainConfig',
-           'lr_multiplier', 'make_train_scheduler', 'BatchOrder', 'Trainer', 'validation_loaders', 'check_run', 'train',
-           'plot_history', 'LivePlot', 'feature_stats', 'check_store', 'CurriculumITMDataset', 'MixedITMDataset',
-           'ITMData', 'itm_data', 'toy_itm_data']
+__all__ = ['MODEL_INPUTS', 'feature_stats', 'default_device', 'seed_everything', 'ITMModel', 'roc_auc', 'itm_loss',
+           'MLMTransform', 'MLMHead', 'mask_tokens', 'sinusoid_positions', 'init_sinusoid_positions', 'param_groups',
+           'fused_adamw_supported', 'make_optimizer', 'warmup_linear', 'make_scheduler', 'trim_padding', 'model_inputs',
+           'predict_logits', 'itm_metrics', 'evaluate', 'save_model', 'read_config', 'load_weights',
+           'export_checkpoint', 'TrainConfig', 'lr_multiplier', 'make_train_scheduler', 'BatchOrder', 'Trainer',
+           'validation_loaders', 'check_run', 'train', 'plot_history', 'LivePlot', 'feature_norm', 'check_store',
+           'CurriculumITMDataset', 'MixedITMDataset', 'ITMData', 'itm_data', 'toy_itm_data']
 
 # %% ../nbs/04_itm_training.ipynb #46de8397
 import json, math, os, random, shutil, sys, tempfile, time
@@ -31,7 +31,7 @@ from tqdm import tqdm
 from fastcore.basics import patch
 
 from .encoders import LXMERT, LXMERTConfig
-from .features import FeatureStore, atomic_write
+from .features import FeatureStore, atomic_write, feature_stats as _region_stats
 from .dataset import (ITM_MATCH, ITMDataset, ITMPair, ITMPairDataset, collate_itm, flip_pairs, load_tokenizer,
                                   make_eval_pairs, make_toy_data, position_records)
 from .at_scale import (CONFIG_NAME, WEIGHTS_NAME, STATE_NAME, HISTORY_NAME, LEGACY_STATE_NAME,
@@ -646,11 +646,12 @@ class LivePlot:
         else: self.handle.update(self.fig)
 
 # %% ../nbs/04_itm_training.ipynb #6b8e83ba
-def feature_stats(store: FeatureStore, image_ids) -> dict:
-    "Per-dimension mean and std of the real (unmasked) region features of `image_ids`: the standardization."
-    rows = [store[i].feats[store[i].mask] for i in sorted(set(image_ids))]
-    f = np.concatenate(rows).astype(np.float64)  # [N_regions, D]
-    return dict(mean=f.mean(0).astype(np.float32).tolist(), std=np.maximum(f.std(0), 1e-6).astype(np.float32).tolist())
+def feature_norm(store: FeatureStore, image_ids) -> dict:
+    "The standardization a checkpoint keeps: chapter 00's `feature_stats` of the training images, as JSON lists."
+    mean, std = _region_stats(store, image_ids)
+    return dict(mean=mean.tolist(), std=std.tolist())
+
+feature_stats = feature_norm   # its earlier name here (chapter 00's `feature_stats` returns the arrays)
 
 
 def check_store(store, records, dim: int | None = None, what: str = "captions"):

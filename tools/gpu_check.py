@@ -326,12 +326,12 @@ def nan_stop(p, ctx, data, norm, amp, s):
 
 def part_training(p, ctx):
     "bf16, then fp16 + GradScaler forced: each learns, resumes exactly and stops on a NaN."
-    from simplelxmert.training import feature_stats, toy_itm_data
+    from simplelxmert.training import feature_norm, toy_itm_data
     s = TRAIN["smoke" if ctx.smoke else "full"]
     toy_dir(ctx, s.n_images)
     data = toy_itm_data(ctx.tmp / f"toy{s.n_images}", n_images=s.n_images, data_seed=0, max_len=32, hard_neg_prob=0.5,
                         seed=0, max_val_pairs=s.val_pairs, random_neg_epochs=3)
-    norm = feature_stats(data.store, [r.image_id for r in data.train.records])
+    norm = feature_norm(data.store, [r.image_id for r in data.train.records])
     p.say(f"ShapesWorld {s.n_images} images: {len(data.train)} training pairs, validation "
           f"{', '.join(f'{k} {len(v)}' for k, v in data.val.items())}; batch {s.batch}, hidden {s.hidden}"
           + ("" if ctx.device.type == "cuda" else " (no mixed precision on a CPU: the same code, in float32)"))
