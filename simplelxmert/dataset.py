@@ -411,6 +411,7 @@ class TextOnlyBaseline:
         return torch.from_numpy(X)
 
     def fit(self, pairs) -> "TextOnlyBaseline":
+        "Learn the weights of each word and word pair from labelled `ITMPair`s."
         texts, y = [p.caption for p in pairs], torch.tensor([float(p.label) for p in pairs])
         self.vocab = {t: j for j, t in enumerate(sorted({t for s in texts for t in _terms(s)}))}
         X = self._features(texts)
@@ -424,9 +425,11 @@ class TextOnlyBaseline:
         return self
 
     def predict_proba(self, texts) -> np.ndarray:
+        "The match probability `[N]` of each caption, from its text alone."
         with torch.no_grad(): return torch.sigmoid(self._features(list(texts)) @ self.w + self.b).numpy()
 
     def accuracy(self, pairs) -> float:
+        "The share of `pairs` whose label the text alone predicts (threshold 0.5)."
         p = self.predict_proba([q.caption for q in pairs])
         return float(np.mean((p > 0.5) == np.array([q.label == ITM_MATCH for q in pairs])))
 
@@ -509,7 +512,7 @@ TOY_K = 3   # regions per image in the toy store: ShapesWorld has 2-3 objects (L
 
 @dataclass
 class ToyData:
-    "Paths of a toy dataset made by `make_toy_data`, with loaders for each part."
+    "The paths of a toy dataset made by `make_toy_data` (`images_dir`, `store_path`, ... below) and a loader for each part."
     root: Path
     @property
     def images_dir(self) -> Path: return self.root/"images"
@@ -525,11 +528,18 @@ class ToyData:
     def store_path(self) -> Path: return self.root/"features"
     @property
     def tokenizer_dir(self) -> Path: return self.root/"tokenizer"
-    def scenes(self) -> list[Scene]: return load_scenes(self.scenes_path)
+    def scenes(self) -> list[Scene]:
+        "Every scene of the world (`scenes.json`)."
+        return load_scenes(self.scenes_path)
     def records(self, split: str | None = None) -> list[CaptionRecord]:
+        "The caption records of `split` (default: every split), from the Karpathy-style JSON."
         return read_karpathy_json(self.karpathy_json, splits=None if split is None else [split])
-    def store(self) -> FeatureStore: return FeatureStore(self.store_path)
-    def tokenizer(self) -> BertTokenizerFast: return load_tokenizer(self.tokenizer_dir)
+    def store(self) -> FeatureStore:
+        "The toy feature store (chapter 00's RoIAlign features of the scenes' boxes)."
+        return FeatureStore(self.store_path)
+    def tokenizer(self) -> BertTokenizerFast:
+        "The WordPiece tokenizer trained on the training captions."
+        return load_tokenizer(self.tokenizer_dir)
     def made_with(self) -> dict | None:
         "The settings in `toydata.json` (`n_images`, `seed`, `k`), None before `make_toy_data` wrote it."
         made = self.root/"toydata.json"

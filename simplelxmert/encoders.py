@@ -47,7 +47,9 @@ class LXMERTConfig:
         return cls(**{**dict(hidden_size=768, num_attention_heads=12, intermediate_size=3072, l_layers=9,
                              r_layers=5, x_layers=5, visual_feat_dim=2048), **kw})
 
-    def to_dict(self): return asdict(self)
+    def to_dict(self):
+        "The sizes as a plain dict (what `config.json` keeps)."
+        return asdict(self)
 
     @classmethod
     def from_dict(cls, d, strict=True):

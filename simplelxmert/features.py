@@ -57,10 +57,13 @@ class Scene:
     height: int
     objects: list[ShapeObject] = field(default_factory=list)
 
-    def to_dict(self) -> dict: return asdict(self)
+    def to_dict(self) -> dict:
+        "The scene as plain JSON-ready data."
+        return asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> Scene:
+        "The scene of `to_dict`'s data; an unknown colour, shape or size is an error naming the scene."
         objs = []
         for o in d["objects"]:
             for key, allowed in (("color", COLORS), ("shape", SHAPES), ("size", SIZES)):

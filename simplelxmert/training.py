@@ -389,7 +389,9 @@ class BatchOrder:
                 if cfg.position_steps else None
         self.phases = (first, main)
 
-    def per_epoch(self, sampler) -> int: return len(sampler) // self.cfg.batch_size
+    def per_epoch(self, sampler) -> int:
+        "Full batches in one pass over `sampler` (the last partial batch is dropped)."
+        return len(sampler) // self.cfg.batch_size
 
     def phase(self, step: int):
         "(dataset, sampler, step within the phase) of the phase `step` is in."
