@@ -46,7 +46,9 @@ class Dropout(nn.Module):
         if not 0 <= p < 1: raise ValueError(f"dropout probability must be in [0, 1), got {p}")
         self.p = p
 
-    def forward(self, x): return dropout(x, self.p) if self.training else x
+    def forward(self, x):
+        "`dropout(x, p)` in training, `x` itself in evaluation."
+        return dropout(x, self.p) if self.training else x
     def extra_repr(self): return f"p={self.p}"
 
 # %% ../nbs/02_attention.ipynb #d70e3202

@@ -512,22 +512,15 @@ TOY_K = 3   # regions per image in the toy store: ShapesWorld has 2-3 objects (L
 
 @dataclass
 class ToyData:
-    "The paths of a toy dataset made by `make_toy_data` (`images_dir`, `store_path`, ... below) and a loader for each part."
+    "The paths of a toy dataset made by `make_toy_data`, and a loader for each part."
     root: Path
-    @property
-    def images_dir(self) -> Path: return self.root/"images"
-    @property
-    def scenes_path(self) -> Path: return self.root/"scenes.json"
-    @property
-    def boxes_path(self) -> Path: return self.root/"boxes.json"
-    @property
-    def captions_csv(self) -> Path: return self.root/"results.csv"
-    @property
-    def karpathy_json(self) -> Path: return self.root/"dataset_shapes.json"
-    @property
-    def store_path(self) -> Path: return self.root/"features"
-    @property
-    def tokenizer_dir(self) -> Path: return self.root/"tokenizer"
+    images_dir = property(lambda self: self.root/"images", doc="The scene images.")
+    scenes_path = property(lambda self: self.root/"scenes.json", doc="Every scene's objects and boxes.")
+    boxes_path = property(lambda self: self.root/"boxes.json", doc="Each image's boxes in pixels (`{file: [[x1, y1, x2, y2], ...]}`).")
+    captions_csv = property(lambda self: self.root/"results.csv", doc="The captions in Flickr30k's Kaggle format.")
+    karpathy_json = property(lambda self: self.root/"dataset_shapes.json", doc="The captions with their splits, in Karpathy's JSON format.")
+    store_path = property(lambda self: self.root/"features", doc="The feature store (chapter 00).")
+    tokenizer_dir = property(lambda self: self.root/"tokenizer", doc="The trained WordPiece tokenizer.")
     def scenes(self) -> list[Scene]:
         "Every scene of the world (`scenes.json`)."
         return load_scenes(self.scenes_path)

@@ -134,7 +134,9 @@ class AddNorm(nn.Module):
         self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.dropout = Dropout(config.hidden_dropout_prob)
 
-    def forward(self, h, residual): return self.LayerNorm(residual + self.dropout(self.dense(h)))
+    def forward(self, h, residual):
+        "LayerNorm(residual + Dropout(W h)): h `[B,S,D or F]`, residual `[B,S,D]` → `[B,S,D]`"
+        return self.LayerNorm(residual + self.dropout(self.dense(h)))
 
 class Intermediate(nn.Module):
     "First half of the feed-forward network: GELU(Dense(D→F))."
@@ -142,7 +144,9 @@ class Intermediate(nn.Module):
         super().__init__()
         self.dense = nn.Linear(config.hidden_size, config.intermediate_size)
 
-    def forward(self, x): return F.gelu(self.dense(x))
+    def forward(self, x):
+        "`[B,S,D]` → GELU(W x) `[B,S,F]` (F: `intermediate_size`)"
+        return F.gelu(self.dense(x))
 
 # %% ../nbs/03_encoders.ipynb #b418ec62
 class SelfAttentionSublayer(nn.Module):
@@ -153,6 +157,7 @@ class SelfAttentionSublayer(nn.Module):
         self.output = AddNorm(config.hidden_size, config)
 
     def forward(self, x, mask=None, output_attentions=False):
+        "x `[B,S,D]` attends to itself → (`[B,S,D]`, weights `[B,H,S,S]` or None)"
         h, weights = self.self(x, None, mask, output_attentions)
         return self.output(h, x), weights
 
@@ -164,6 +169,7 @@ class CrossAttentionSublayer(nn.Module):
         self.output = AddNorm(config.hidden_size, config)
 
     def forward(self, x, context, context_mask=None, output_attentions=False):
+        "x `[B,Q,D]` attends to context `[B,S,D]` → (`[B,Q,D]`, weights `[B,H,Q,S]` or None)"
         h, weights = self.att(x, context, context_mask, output_attentions)
         return self.output(h, x), weights
 
@@ -209,7 +215,9 @@ class Pooler(nn.Module):
         super().__init__()
         self.dense = nn.Linear(config.hidden_size, config.hidden_size)
 
-    def forward(self, h): return torch.tanh(self.dense(h[:, 0]))
+    def forward(self, h):
+        "`[B,T,D]` → tanh(W h_[CLS]) `[B,D]`"
+        return torch.tanh(self.dense(h[:, 0]))
 
 class Encoders(nn.Module):
     "Container with Hugging Face's layout: visual embeddings, language, object and cross-modality layers."

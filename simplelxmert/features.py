@@ -188,7 +188,9 @@ class PixelRoIExtractor:
         check_device(device)   # an impossible device is an error here too, though the toy features are computed on the CPU
 
     @property
-    def meta(self) -> dict: return {"extractor": "toy", "k": self.k, "output_size": self.output_size, "normalize": "imagenet"}
+    def meta(self) -> dict:
+        "The settings a store records, from which `make_extractor` rebuilds this extractor."
+        return {"extractor": "toy", "k": self.k, "output_size": self.output_size, "normalize": "imagenet"}
 
     def __call__(self, images, boxes=None) -> list[RegionFeatures]:
         "Each image's regions: RoIAlign of its normalized pixels at `boxes` (pixels), or at the shapes it finds."
@@ -312,6 +314,7 @@ class FasterRCNNExtractor:
 
     @property
     def meta(self) -> dict:
+        "The settings a store records, from which `make_extractor` rebuilds this extractor."
         return {"extractor": "frcnn", "k": self.k, "weights": self.weights, "min_size": self.min_size, "max_size": self.max_size,
                 "score_thresh": self.score_thresh, "nms_thresh": self.nms_thresh, "proposals": self.proposals, "seed": self.seed}
 

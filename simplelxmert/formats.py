@@ -24,7 +24,9 @@ class CaptionRecord:
     split: str | None = None
 
     @property
-    def image_id(self) -> str: return image_id(self.image)
+    def image_id(self) -> str:
+        "The image's feature-store key (`image_id` of its file name)."
+        return image_id(self.image)
 
 def image_id(file_name: str) -> str:
     "The feature-store key of an image: its file name without directory and extension."

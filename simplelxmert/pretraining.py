@@ -90,7 +90,9 @@ class AnswerHead(nn.Module):
         self.logit_fc = nn.Sequential(nn.Linear(D, 2 * D), nn.GELU(), nn.LayerNorm(2 * D, eps=config.layer_norm_eps),
                                       nn.Linear(2 * D, num_answers))
 
-    def forward(self, pooled): return self.logit_fc(pooled)
+    def forward(self, pooled):
+        "pooled `[B,D]` → answer scores `[B,A]`"
+        return self.logit_fc(pooled)
 
 # %% ../nbs/06_pretraining.ipynb #8b6c1b23
 def visual_loss(predictions: dict, obj_labels: dict, normalizer: float) -> torch.Tensor:

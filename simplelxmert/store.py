@@ -97,7 +97,9 @@ class FolderLock:
         if self._fd is not None: self._fd.close(); self._fd = None
 
     @property
-    def held(self) -> bool: return self._fd is not None
+    def held(self) -> bool:
+        "Whether this object holds the lock now."
+        return self._fd is not None
     def __enter__(self): return self.acquire()
     def __exit__(self, *exc): self.release()
 

@@ -110,7 +110,9 @@ class MLMTransform(nn.Module):
         self.dense = nn.Linear(config.hidden_size, config.hidden_size)
         self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
 
-    def forward(self, h): return self.LayerNorm(F.gelu(self.dense(h)))
+    def forward(self, h):
+        "`[N,D]` → LN(GELU(W h)) `[N,D]`"
+        return self.LayerNorm(F.gelu(self.dense(h)))
 
 
 class MLMHead(nn.Module):
@@ -694,7 +696,7 @@ class MixedITMDataset(torch.utils.data.ConcatDataset):
     def __init__(self, itm: ITMDataset, fixed: ITMPairDataset):
         super().__init__([itm, fixed]); self.itm, self.fixed = itm, fixed
 
-    records = property(lambda self: self.itm.records)
+    records = property(lambda self: self.itm.records, doc="The caption records of the ITM part.")
     def set_epoch(self, epoch: int):
         "Draw the ITM pairs' negatives for `epoch` (the fixed pairs stay)."
         self.itm.set_epoch(epoch); return self

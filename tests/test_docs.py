@@ -64,6 +64,32 @@ def test_every_exported_function_and_class_has_a_docstring():
     assert not missing, ("exported without a docstring (its API entry would read 'Call self as a function.'): "
                          "add one in the notebook, then nbdev_export:\n  " + "\n  ".join(lines))
 
+def public_members(cls):
+    """The public methods and properties `cls` defines itself, as (name, function or property): `forward` included, other
+    overrides of a documented base-class method (`extra_repr`, ...) left to the base's docstring."""
+    for name, a in vars(cls).items():
+        f = a.fget if isinstance(a, property) else a.__func__ if isinstance(a, (classmethod, staticmethod)) else a
+        if name.startswith("_") or not inspect.isfunction(f): continue
+        if name != "forward" and any(getattr(getattr(b, name, None), "__doc__", None) for b in cls.__mro__[1:]): continue
+        yield name, (a if isinstance(a, property) else f)
+
+def test_public_members_found():
+    class Base:
+        def documented(self): "Doc."
+    class C(Base):
+        def documented(self): pass                           # an override: the base's docstring
+        def forward(self): pass
+        def _private(self): pass
+        size = property(lambda self: 1, doc="The size.")
+        @classmethod
+        def make(cls): pass
+    assert sorted(n for n, _ in public_members(C)) == ["forward", "make", "size"]
+
+def test_every_public_method_and_property_has_a_docstring():
+    missing = sorted(f"{name}.{m} ({notebook_of(cls)})" for name, cls in exported() if inspect.isclass(cls)
+                     for m, f in public_members(cls) if not (f.__doc__ or "").strip())
+    assert not missing, "public methods or properties without a docstring: add one in the notebook:\n  " + "\n  ".join(missing)
+
 # ---------------------------------------------------------------- the pages (tools/docs_pages.py)
 
 def nb(*cells, fm=None):
