@@ -7,12 +7,12 @@ from __future__ import annotations
 
 # %% auto #0
 __all__ = ['RANDOM_NEG_EPOCHS', 'RESUME_MAY_CHANGE', 'PRETRAIN_RESUME_MAY_CHANGE', 'NOT_RECIPE', 'FALLBACK_RECIPE',
-           'FIRST_LESSON', 'DEMO_FLAGS', 'OneLineParser', 'refuse', 'toydata_cli', 'extract_cli', 'train_parser',
-           'given_flags', 'resumed_args', 'train_cli', 'predict_parser', 'parse_boxes_flag', 'boxes_for', 'predict_cli',
-           'pretrain_parser', 'pretrain_cli', 'recipe_of', 'recipe_argv', 'short_run_recipe', 'demo_recipe',
-           'training_progress', 'demo_parser', 'min_demo_images', 'preflight', 'data_stage', 'training_stage',
-           'models_to_compare', 'evaluate_model', 'evaluation_stage', 'example_pair', 'save_figures', 'example_stage',
-           'Laps', 'write_report', 'demo', 'demo_cli']
+           'FIRST_LESSON', 'DEMO_FLAGS', 'OneLineParser', 'refuse', 'exit_if_interrupted', 'toydata_cli', 'extract_cli',
+           'train_parser', 'given_flags', 'resumed_args', 'train_cli', 'predict_parser', 'parse_boxes_flag',
+           'boxes_for', 'predict_cli', 'pretrain_parser', 'pretrain_cli', 'recipe_of', 'recipe_argv',
+           'short_run_recipe', 'demo_recipe', 'training_progress', 'demo_parser', 'min_demo_images', 'preflight',
+           'data_stage', 'training_stage', 'models_to_compare', 'evaluate_model', 'evaluation_stage', 'example_pair',
+           'save_figures', 'example_stage', 'Laps', 'write_report', 'demo', 'demo_cli']
 
 # %% ../nbs/A5_cli.ipynb #a5imports
 import argparse, dataclasses, itertools, json, sys, time
@@ -49,6 +49,10 @@ def refuse(prog: str, message, code: int = 2):
     print(f"{prog}: error: {one_line(message)}", file=sys.stderr, flush=True)
     raise SystemExit(code)
 
+def exit_if_interrupted(out):
+    "Exit status 130 when the training run in `out` stopped on a Ctrl-C (its checkpoint says so; `train` said how to go on)."
+    if (Path(out) / CONFIG_NAME).exists() and read_config(out).get("stopped") == "interrupted": raise SystemExit(130)
+
 # %% ../nbs/A5_cli.ipynb #758159a3
 def toydata_cli(argv=None) -> int:
     "Command line: `simplelxmert_toydata OUT_DIR [--n-images N] [--seed S]`; returns the exit status."
@@ -64,6 +68,8 @@ def toydata_cli(argv=None) -> int:
     try: td = make_toy_data(args.out_dir, args.n_images, args.seed, verbose=True)
     except (ValueError, RuntimeError, OSError) as e:
         print(f"simplelxmert_toydata: error: {one_line(e)}", file=sys.stderr); return 2
+    except KeyboardInterrupt:       # make_toy_data resumes on a second run
+        print(f"simplelxmert_toydata: interrupted; run the same command again to go on", file=sys.stderr); return 130
     print(f"toy data ready in {td.root}: {len(td.scenes())} images, {len(td.records())} captions, "
           f"{len(td.store())} feature entries")
     return 0
@@ -117,33 +123,22 @@ def _load_data(args) -> ITMData:
     "The training and validation pairs the flags ask for: the toy world (made when absent) or Flickr30k files."
     kw = dict(max_len=args.max_len, hard_neg_prob=args.hard_neg_prob, seed=args.seed, max_val_pairs=args.max_val_pairs,
               random_neg_epochs=args.random_neg_epochs)
-    if args.position_steps and not args.position_captions:
-        raise SystemExit("simplelxmert_train: --position-steps needs --position-captions N (the first lesson's pairs)")
-    if args.position_captions < 0 or not 0 <= args.position_steps < args.steps:
-        raise SystemExit(f"simplelxmert_train: --position-captions {args.position_captions} must be >= 0 and --position-steps "
-                         f"{args.position_steps} between 0 and --steps {args.steps} (the first lesson is part of the run)")
     if args.data == "toy":
         return toy_itm_data(args.data_dir, n_images=args.n_images, data_seed=args.data_seed,
                             position_captions=args.position_captions, **kw)
-    if args.position_captions:
-        raise SystemExit("simplelxmert_train: --position-captions needs ShapesWorld scenes (--data toy)")
-    for opt in ("captions", "store"):
-        if getattr(args, opt) is None: raise SystemExit(f"simplelxmert_train: --data flickr30k needs --{opt}")
     cap = Path(args.captions)
-    if not cap.exists(): raise SystemExit(f"simplelxmert_train: captions file {cap} does not exist")
+    if not cap.exists(): raise FileNotFoundError(f"captions file {cap} does not exist")
     records = read_karpathy_json(cap) if cap.suffix == ".json" else split_by_image(read_kaggle_csv(cap), seed=args.data_seed)
     train_r = [r for r in records if r.split == "train"]
     val_r = [r for r in records if r.split == "val"]
-    if not train_r or not val_r: raise SystemExit(f"simplelxmert_train: {cap} has no train or no val split")
+    if not train_r or not val_r: raise ValueError(f"{cap} has no train or no val split")
     store_path = Path(args.store)
     if not store_path.exists():
         hint = args.images or "IMAGES_DIR"
-        raise SystemExit(f"simplelxmert_train: feature store {store_path} does not exist; extract it first: "
-                         f"simplelxmert_extract {hint} {store_path}")
-    try: store = check_store(store_path, train_r + val_r)
-    except ValueError as e: raise SystemExit(f"simplelxmert_train: {e}")
+        raise FileNotFoundError(f"feature store {store_path} does not exist; extract it first: simplelxmert_extract {hint} {store_path}")
+    store = check_store(store_path, train_r + val_r)
     try: tokenizer = load_tokenizer(args.tokenizer)
-    except (OSError, RuntimeError) as e: raise SystemExit(f"simplelxmert_train: --tokenizer {args.tokenizer}: {e}")
+    except (OSError, RuntimeError) as e: raise ValueError(f"--tokenizer {args.tokenizer}: {e}") from None
     return itm_data(train_r, val_r, store, tokenizer, scenes=None, **kw)
 
 
@@ -260,6 +255,15 @@ def _check_train_args(p, args):
         if getattr(args, flag) < 1: p.error(f"--{flag.replace('_', '-')} must be at least 1, got {getattr(args, flag)}")
     if args.max_len < 3: p.error(f"--max-len must be at least 3 ([CLS], a word, [SEP]), got {args.max_len}")
     if args.max_minutes is not None and args.max_minutes <= 0: p.error(f"--max-minutes must be positive, got {args.max_minutes}")
+    if args.data == "flickr30k":
+        for opt in ("captions", "store"):
+            if getattr(args, opt) is None: p.error(f"--data flickr30k needs --{opt}")
+        if args.position_captions: p.error("--position-captions needs ShapesWorld scenes (--data toy)")
+    if args.position_steps and not args.position_captions:
+        p.error("--position-steps needs --position-captions N (the first lesson's pairs)")
+    if args.position_captions < 0 or not 0 <= args.position_steps < args.steps:
+        p.error(f"--position-captions {args.position_captions} must be >= 0 and --position-steps {args.position_steps} "
+                f"between 0 and --steps {args.steps} (the first lesson is part of the run)")
     try: check_device(args.device)
     except RuntimeError as e: p.error(str(e))
     layers = args.layers.split(",")
@@ -273,9 +277,9 @@ def resumed_args(p: argparse.ArgumentParser, argv, args, may_change=RESUME_MAY_C
     it the saved run's own settings come back (a flag given another value is refused, except those of `may_change`)."""
     out, prog = Path(args.out), p.prog
     try: resuming = args.resume and has_training_state(out)
-    except DamagedCheckpointError as e: raise SystemExit(f"{prog}: error: {e}")
+    except DamagedCheckpointError as e: refuse(prog, e)
     try: saved_config = read_config(out) if (out / CONFIG_NAME).exists() else None
-    except DamagedCheckpointError as e: raise SystemExit(f"{prog}: error: {e}; delete {out} (or choose another --out) to train anew")
+    except DamagedCheckpointError as e: refuse(prog, f"{e}; delete {out} (or choose another --out) to train anew")
     if not resuming and saved_config is not None:
         p.error(f"{out} holds a checkpoint (step {saved_config.get('step')}): "
                 + ("pass --resume to continue its run, or " if (out / STATE_NAME).exists() else "")
@@ -297,9 +301,12 @@ def train_cli(argv=None):
     p = train_parser()
     args, resuming = resumed_args(p, argv, p.parse_args(argv))
     _check_train_args(p, args)
-    try: return _train_from_args(args, Path(args.out), resuming)
-    except (ValueError, OSError, RuntimeError) as e:   # bad data, store, tokenizer, settings, a folder in use: said
-        raise SystemExit(f"simplelxmert_train: error: {e}")
+    try: _train_from_args(args, Path(args.out), resuming)
+    except (ValueError, OSError, RuntimeError) as e: refuse(p.prog, e)   # bad data, store, tokenizer, a folder in use
+    except FloatingPointError as e: refuse(p.prog, e, 1)                   # the loss went NaN: the last good checkpoint kept
+    except KeyboardInterrupt: refuse(p.prog, "interrupted; what is written is kept: run the same command again (with "
+                                     "--resume once a checkpoint is saved)", 130)
+    exit_if_interrupted(args.out)
 
 
 # %% ../nbs/A5_cli.ipynb #9093ad93
@@ -346,8 +353,6 @@ def _train_from_args(args, out, resuming):
         history = train(model, data.train, cfg, val_sets=data.val, collate_fn=collate_itm, out_dir=out,
                         tokenizer=data.tokenizer, extra=extra, resume=resuming, progress=not args.quiet,
                         position_ds=data.position)
-    except NonFiniteLossError as e:
-        raise SystemExit(f"simplelxmert_train: {e}")
     finally:
         if world > 1 and dist.is_initialized(): dist.destroy_process_group()
     if rank == 0 and history:
@@ -537,7 +542,11 @@ def pretrain_cli(argv=None):
     tasks, out = _check_pretrain_args(p, a), Path(a.out)
     if a.threads: torch.set_num_threads(a.threads)
     try: history = _pretraining_run(a, tasks, out, resuming)
-    except (ValueError, OSError, RuntimeError, FloatingPointError) as e: refuse(p.prog, e)
+    except (ValueError, OSError, RuntimeError) as e: refuse(p.prog, e)
+    except FloatingPointError as e: refuse(p.prog, e, 1)                   # the loss went NaN: the last good checkpoint kept
+    except KeyboardInterrupt: refuse(p.prog, "interrupted; what is written is kept: run the same command again (with "
+                                     "--resume once a checkpoint is saved)", 130)
+    exit_if_interrupted(out)
     if history:
         last = history[-1]
         print(f"step {last['step']}: " + (f"validation QA accuracy {last['val_acc']:.3f}; " if "val_acc" in last else
@@ -644,8 +653,8 @@ def _as_demo_flags(settings: dict) -> str:
     return " ".join(dict.fromkeys(f"{DEMO_FLAGS[k]} {v}" for k, v in settings.items()))
 
 def _demo_error(message: str):
-    "Stop the demo with one line, `simplelxmert_demo: error: MESSAGE` (exit status 1)."
-    raise SystemExit(f"simplelxmert_demo: error: {one_line(message)}")
+    "Stop the demo with one line, `simplelxmert_demo: error: MESSAGE` (exit status 2)."
+    refuse("simplelxmert_demo", message)
 
 # %% ../nbs/A5_cli.ipynb #a5checkout
 def _check_out_folder(a, out: Path):
@@ -737,8 +746,11 @@ def _train_stage(a, out: Path) -> dict:
         return {**before, "trained_now": False}
     if before:   # the saved run carries its own settings: --resume continues it with them
         _say(f"      resuming the run saved at step {before['step']} ({before['minutes']:.1f} of {a.minutes:g} min spent)")
-        train_cli(_budget_argv(a, ckpt) + ["--data-dir", str(out/"data")])     # the world where it is now, if --out moved
-    else: train_cli(_new_run_argv(a, out) + _recipe_flags() + _budget_argv(a, ckpt))
+    argv = (_budget_argv(a, ckpt) + ["--data-dir", str(out/"data")] if before     # the world where it is now, if --out moved
+            else _new_run_argv(a, out) + _recipe_flags() + _budget_argv(a, ckpt))
+    try: train_cli(argv)
+    except SystemExit as e:
+        if e.code != 130: raise                   # a Ctrl-C during training (130): `_trained` says how to go on
     return _trained(a, ckpt)
 
 def training_stage(a, out: Path) -> tuple:

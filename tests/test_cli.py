@@ -26,6 +26,15 @@ def _cli_error(argv):
     return err.getvalue()
 
 
+
+def refused_demo(capsys, argv, text):
+    "`demo(argv)` stops with exit status 2 and one line on stderr, `simplelxmert_demo: error: ...` containing `text`."
+    from simplelxmert.cli import demo
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e: demo(argv)
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.startswith("simplelxmert_demo: error: ") and text in err and err.count("\n") == 1, err
+
 def test_clear_errors(setup, tmp_path):
     toy, store, pred, root = setup
     img = toy.images_dir/f"{store.ids[0]}.png"
@@ -132,11 +141,10 @@ def test_demo_resumes_its_own_run_and_names_another(tmp_path, capsys):
     demo(base + ["--steps", "3", "--minutes", "5"])             # the same run with a larger budget: resumed to the end
     assert "resuming the run saved at step" in capsys.readouterr().out
     assert training_progress(out/"checkpoint")["step"] == 3
-    with pytest.raises(SystemExit, match=r"trained with --steps 3, not --steps 6: re-run with those settings"):
-        demo(base + ["--steps", "6", "--minutes", "5"])
+    refused_demo(capsys, base + ["--steps", "6", "--minutes", "5"], "trained with --steps 3, not --steps 6: re-run with those settings")
     world = (out/"data"/"toydata.json").read_text()
-    with pytest.raises(SystemExit, match=r"trained with --n-images 32, not --n-images 40"):   # before any data is made
-        demo(base[:2] + ["--n-images", "40"] + base[4:] + ["--steps", "3"])
+    refused_demo(capsys, base[:2] + ["--n-images", "40"] + base[4:] + ["--steps", "3"],   # before any data is made
+                 "trained with --n-images 32, not --n-images 40")
     assert (out/"data"/"toydata.json").read_text() == world
 
 
@@ -175,10 +183,9 @@ def test_demo_names_a_checkpoint_it_cannot_keep_or_continue(tmp_path, capsys):
     with pytest.raises(SystemExit) as e: demo_cli(base)
     assert e.value.code == 2 and "config.json is not valid JSON" in capsys.readouterr().err
     (ckpt/"config.json").write_text('{"step": 1}')                        # not the demo's run
-    with pytest.raises(SystemExit, match="holds a checkpoint this demo did not train"): demo(base)
+    refused_demo(capsys, base, "holds a checkpoint this demo did not train")
     shutil.rmtree(ckpt)
-    with pytest.raises(SystemExit, match=r"holds a world of --n-images 32 --seed 0, not --n-images 40 --seed 0"):
-        demo(base[:2] + ["--n-images", "40"] + base[4:])
+    refused_demo(capsys, base[:2] + ["--n-images", "40"] + base[4:], "holds a world of --n-images 32 --seed 0, not --n-images 40 --seed 0")
 
 
 @pytest.mark.skipif(not (TOY_CHECKPOINT/"model.safetensors").exists(), reason="no shipped toy checkpoint")
@@ -329,3 +336,45 @@ def test_every_demo_refusal_is_one_line(tmp_path, monkeypatch):
     monkeypatch.setattr(cli, "make_toy_data", interrupted)
     refusal(demo_cli, ["--out", str(tmp_path/"demo2"), "--checkpoint", "toy", "--n-images", "16"], "interrupted",
             "re-run the same command", code=130)
+
+
+def test_every_train_refusal_is_one_line_with_status_2_and_before_any_work(tmp_path):
+    from simplelxmert.cli import train_cli
+    toy = make_toy_data(tmp_path/"toy", n_images=12, seed=3)
+    flickr = ["--data", "flickr30k", "--captions", str(toy.karpathy_json), "--out", str(tmp_path/"o")]
+    cases = [(flickr + ["--store", str(tmp_path/"nowhere")], [tmp_path/"nowhere", "does not exist", "simplelxmert_extract"]),
+             (["--data", "flickr30k", "--captions", str(tmp_path/"none.json"), "--store", str(toy.store_path), "--out",
+               str(tmp_path/"o")], [tmp_path/"none.json", "does not exist"]),
+             (flickr, ["--data flickr30k needs --store"]),
+             (flickr + ["--store", str(toy.store_path), "--position-captions", "2"], ["--position-captions needs ShapesWorld"]),
+             (["--data", "toy", "--data-dir", str(tmp_path/"new"), "--out", str(tmp_path/"o"), "--position-steps", "5"],
+              ["--position-steps needs --position-captions"]),
+             (["--data", "toy", "--data-dir", str(tmp_path/"new"), "--out", str(tmp_path/"o"), "--position-captions", "2",
+               "--position-steps", "9", "--steps", "9"], ["--position-steps 9", "between 0 and --steps 9"])]
+    for argv, names in cases: assert "simplelxmert_train: error: " in refusal(train_cli, argv, *names)
+    assert not (tmp_path/"new").exists() and not (tmp_path/"o").exists()      # refused before the world is made
+
+
+def test_ctrl_c_ends_every_command_with_status_130(tmp_path, monkeypatch, capsys):
+    import simplelxmert.cli as cli, simplelxmert.training as training
+    from simplelxmert.cli import pretrain_cli, toydata_cli, train_cli
+    def interrupted(*a, **k): raise KeyboardInterrupt                          # a Ctrl-C before training
+    with monkeypatch.context() as m:
+        m.setattr(cli, "make_toy_data", interrupted); m.setattr(cli, "toy_gqa", interrupted)
+        err = io.StringIO()
+        with contextlib.redirect_stderr(err): assert toydata_cli([str(tmp_path/"t")]) == 130
+        assert "interrupted; run the same command again" in err.getvalue() and err.getvalue().count("\n") == 1
+        refusal(train_cli, ["--data", "toy", "--data-dir", str(tmp_path/"t"), "--out", str(tmp_path/"o")], "interrupted", code=130)
+        refusal(pretrain_cli, ["--data-dir", str(tmp_path/"t"), "--out", str(tmp_path/"p")], "interrupted", code=130)
+    class CtrlCAtOnce(training.StopOnInterrupt):                                # as if Ctrl-C came during the first step
+        def __enter__(self): super().__enter__(); self.hit = True; return self
+    run = ["--data", "toy", "--data-dir", str(tmp_path/"toy"), "--n-images", "24", "--out", str(tmp_path/"run"), "--quiet",
+           "--hidden", "32", "--heads", "2", "--batch-size", "8", "--steps", "3", "--eval-every", "3", "--max-val-pairs", "10",
+           "--threads", "1"]
+    with monkeypatch.context() as m:
+        m.setattr(training, "StopOnInterrupt", CtrlCAtOnce)
+        with pytest.raises(SystemExit) as e: train_cli(run)
+    assert e.value.code == 130 and "interrupted at step 1/3" in capsys.readouterr().out
+    assert cli.training_progress(tmp_path/"run")["stopped"] == "interrupted"
+    train_cli(run + ["--resume"])                                              # continues, and ends normally
+    assert cli.training_progress(tmp_path/"run")["step"] == 3 and cli.training_progress(tmp_path/"run")["stopped"] is None

@@ -44,6 +44,14 @@ class PairSet(Dataset):
 def batch_of(ds, n=6): return default_collate([ds[i] for i in range(n)])
 
 
+
+def refused(capsys, cli, argv, text, code=2):
+    "`cli(argv)` stops with exit status `code` and one line on stderr containing `text`."
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e: cli(argv)
+    err = capsys.readouterr().err
+    assert e.value.code == code and text in err and err.count("\n") == 1, (e.value.code, err)
+
 def test_warmup_then_linear_decay():
     total = 100
     lrs = [warmup_linear(s, total, 0.1) for s in range(total)]
@@ -361,7 +369,7 @@ def test_first_lesson_trains_without_mlm_and_resumes_exactly(tmp_path):
               collate_fn=default_collate, progress=False)
 
 
-def test_itm_data_with_one_object_captions(tmp_path):
+def test_itm_data_with_one_object_captions(tmp_path, capsys):
     from simplelxmert.training import MixedITMDataset, toy_itm_data, train_cli
     data = toy_itm_data(tmp_path / "toy", n_images=40, data_seed=0, max_val_pairs=50, position_captions=2)
     assert isinstance(data.train, MixedITMDataset) and set(data.val) == {"random", "compositional", "position"}
@@ -371,12 +379,11 @@ def test_itm_data_with_one_object_captions(tmp_path):
     data.train.set_epoch(1)
     assert data.train.pair(n_itm).kind == "positive" and data.train.pair(n_itm + 1).kind == "flip_position"
     assert {p.kind for p in data.val["position"].pairs} == {"positive", "flip_position"}
-    with pytest.raises(SystemExit, match="--position-captions"):
-        train_cli(["--data", "toy", "--data-dir", str(tmp_path / "toy"), "--n-images", "40", "--out", str(tmp_path / "o"),
-                   "--position-steps", "10"])
-    with pytest.raises(SystemExit, match="between 0 and --steps 10"):
-        train_cli(["--data", "toy", "--data-dir", str(tmp_path / "toy"), "--n-images", "40", "--out", str(tmp_path / "o"),
-                   "--position-captions", "2", "--position-steps", "10", "--steps", "10"])
+    refused(capsys, train_cli, ["--data", "toy", "--data-dir", str(tmp_path / "toy"), "--n-images", "40", "--out",
+                                str(tmp_path / "o"), "--position-steps", "10"], "--position-captions")
+    refused(capsys, train_cli, ["--data", "toy", "--data-dir", str(tmp_path / "toy"), "--n-images", "40", "--out",
+                                str(tmp_path / "o"), "--position-captions", "2", "--position-steps", "10", "--steps", "10"],
+            "between 0 and --steps 10")
 
 
 def test_train_cli_names_a_bad_setting(tmp_path, capsys):
@@ -385,8 +392,7 @@ def test_train_cli_names_a_bad_setting(tmp_path, capsys):
     with pytest.raises(SystemExit):
         train_cli(base + ["--layers", "2,2"])
     assert "--layers must be three comma-separated layer counts" in capsys.readouterr().err
-    with pytest.raises(SystemExit, match="lower --batch-size"):
-        train_cli(base + ["--batch-size", "4096", "--steps", "2"])
+    refused(capsys, train_cli, base + ["--batch-size", "4096", "--steps", "2"], "lower --batch-size")
     assert not (tmp_path / "o" / STATE_NAME).exists()
 
 
@@ -431,18 +437,17 @@ def test_train_cli_guards_a_finished_run_and_its_settings(tmp_path, capsys):
     tj_path = tmp_path / "o4" / "tokenizer" / "tokenizer.json"
     tj = json.loads(tj_path.read_text()); v = tj["model"]["vocab"]; a, b = list(v)[5:7]; v[a], v[b] = v[b], v[a]
     tj_path.write_text(json.dumps(tj))                                # two token ids swapped
-    with pytest.raises(SystemExit, match="the data's tokenizer has other token ids than the one the run"):
-        train_cli(["--out", str(tmp_path / "o4"), "--resume", "--quiet"])
+    refused(capsys, train_cli, ["--out", str(tmp_path / "o4"), "--resume", "--quiet"],
+            "the data's tokenizer has other token ids than the one the run")
     shutil.rmtree(tmp_path / "o4" / "tokenizer")                     # no tokenizer saved: the vocabulary size is checked
     state["lxmert"]["vocab_size"] += 1; (tmp_path / "o4" / "config.json").write_text(json.dumps(state))
-    with pytest.raises(SystemExit, match="the data's tokenizer has other token ids than the one the run"):
-        train_cli(["--out", str(tmp_path / "o4"), "--resume", "--quiet"])
+    refused(capsys, train_cli, ["--out", str(tmp_path / "o4"), "--resume", "--quiet"],
+            "the data's tokenizer has other token ids than the one the run")
     capsys.readouterr()
     train_cli(base + ["--out", str(tmp_path / "o5"), "--steps", "1", "--max-minutes", "1e-5"])   # the budget ends at the last step
     assert "stopped" not in json.loads((tmp_path / "o5" / "config.json").read_text())
     assert "resume with --resume" not in capsys.readouterr().out
     (tmp_path / "o" / "config.json").write_text('{"step": 3, "train_a')                 # a damaged checkpoint: named
-    with pytest.raises(SystemExit, match="config.json is not valid JSON"):   # one line, no usage block
-        train_cli(["--out", str(tmp_path / "o"), "--resume", "--quiet"])
-    with pytest.raises(SystemExit, match="made with"):   # an existing world of another size: one line, not a traceback
-        train_cli(base[:4] + ["--n-images", "50", "--out", str(tmp_path / "o2"), "--quiet"])
+    refused(capsys, train_cli, ["--out", str(tmp_path / "o"), "--resume", "--quiet"], "config.json is not valid JSON")
+    refused(capsys, train_cli, base[:4] + ["--n-images", "50", "--out", str(tmp_path / "o2"), "--quiet"],
+            "made with")                                  # an existing world of another size: one line, not a traceback
