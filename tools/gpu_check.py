@@ -404,10 +404,10 @@ def part_ddp(p, ctx):
             with deterministic(warn_only=mode == "warn"), open(ctx.out_file("ddp_plain.log"), "w") as log, \
                  contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
                 train_cli(argv + ["--batch-size", "8", "--out", str(folder("plain"))])
-        except SystemExit as e: raise RuntimeError(f"the plain run stopped: {e}") from None
-        except RuntimeError as e:
-            if mode == "warn" or "determinis" not in str(e): raise
-            p.say(f"deterministic algorithms refused an op ({' '.join(str(e).split())[:300]}): every run again with warn_only")
+        except SystemExit as e:             # train_cli said why in one line, in the log
+            why = (ctx.out_file("ddp_plain.log").read_text().strip().splitlines() or [""])[-1]
+            if mode == "warn" or "determinis" not in why: raise RuntimeError(f"the plain run stopped (exit status {e.code}): {why}") from None
+            p.say(f"deterministic algorithms refused an op ({why[:300]}): every run again with warn_only")
             continue
         p.say(f"plain run (train_cli in this process), batch 8: {time.time() - t:.1f} s")
         weights = {"plain": load_file(str(folder("plain") / "model.safetensors"))}
