@@ -7,8 +7,13 @@ The same functions as the chapter: `toy_pretraining_model`, `toy_pretraining_dat
 `finetuning_config`, `fit_questions`.
 
     python bench/exp_pretraining.py --threads 1 --save bench/results/pretraining_tasks.json
+
+`--seed S` repeats variants with another training seed (initial weights, batch order, masks; the same world and
+questions), to see which differences outlast the seed:
+
+    python bench/exp_pretraining.py --threads 1 --seed 1 --drop none mlm scratch --save bench/results/pretraining_tasks_seed1.json
 """
-import argparse, json, tempfile, time
+import argparse, dataclasses, json, tempfile, time
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +38,7 @@ def main(argv=None):
     p.add_argument("--n-images", type=int, default=2000); p.add_argument("--threads", type=int, default=1)
     p.add_argument("--pre-steps", type=int, default=1400); p.add_argument("--first-lesson", type=int, default=400)
     p.add_argument("--fine-steps", type=int, default=300)
+    p.add_argument("--seed", type=int, default=0, help="training seed (weights, batch order, masks); the world and its questions stay")
     p.add_argument("--drop", nargs="*", default=["none", *TASKS, "scratch"], help="variants: none (every task), a task to drop, scratch")
     p.add_argument("--save", default=None, help="JSON file for the results (merged into an existing one)")
     a = p.parse_args(argv)
@@ -50,11 +56,13 @@ def main(argv=None):
     results = json.loads(Path(a.save).read_text()) if a.save and Path(a.save).exists() else {}
     for variant in a.drop:
         t0 = time.time()
-        model = toy_pretraining_model(tok, world.store(), train_ids)
+        model = toy_pretraining_model(tok, world.store(), train_ids, seed=a.seed)
+        seeded = lambda cfg: dataclasses.replace(cfg, seed=a.seed)
         if variant != "scratch":
             tasks = [t for t in TASKS if t != variant]
-            fit_questions(model, data["pretrain"], pretraining_config(a.pre_steps, a.first_lesson, tasks), data, tok)
-        fit_questions(model, data["finetune"], finetuning_config(a.fine_steps, 1e-3 if variant == "scratch" else 3e-4), data, tok)
+            fit_questions(model, data["pretrain"], seeded(pretraining_config(a.pre_steps, a.first_lesson, tasks)), data, tok)
+        fit_questions(model, data["finetune"], seeded(finetuning_config(a.fine_steps, 1e-3 if variant == "scratch" else 3e-4)),
+                      data, tok)
         name = {"none": "every task", "scratch": "from scratch"}.get(variant, f"without {variant}")
         results[name] = accuracy_by_kind(model, data, questions)
         print(f"{name:16} " + "  ".join(f"{k} {v:.3f}" for k, v in results[name].items()) + f"   ({(time.time() - t0) / 60:.1f} min)",

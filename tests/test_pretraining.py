@@ -143,3 +143,17 @@ def test_pretrain_cli_guards_its_run_and_its_settings(gqa, tmp_path, capsys):
         assert message in err and err.count("\n") == 1, (argv, err)
     pretrain_cli(["--out", str(tmp_path / "o"), "--resume", "--quiet", "--max-minutes", "5"])   # only how long: allowed
     assert not (tmp_path / "o2").exists()
+
+
+def test_each_tasks_share_bench_runs_and_merges_its_results(tmp_path, capsys):
+    "bench/exp_pretraining.py at a toy size: every variant asked for is scored by kind and merged into the --save file."
+    import importlib.util, json
+    spec = importlib.util.spec_from_file_location("exp_pretraining", Path(__file__).parents[1] / "bench" / "exp_pretraining.py")
+    bench = importlib.util.module_from_spec(spec); spec.loader.exec_module(bench)
+    small = ["--n-images", "60", "--pre-steps", "4", "--first-lesson", "2", "--fine-steps", "2", "--save", str(tmp_path / "r.json")]
+    bench.main(small + ["--drop", "none", "--seed", "1"])
+    bench.main(small + ["--drop", "scratch"])
+    results = json.loads((tmp_path / "r.json").read_text())
+    assert set(results) == {"every task", "from scratch"}
+    for r in results.values(): assert set(r) == {*QUESTION_KINDS, "all"} and all(0 <= v <= 1 for v in r.values())
+    assert "every task" in capsys.readouterr().out
