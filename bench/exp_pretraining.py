@@ -3,7 +3,7 @@
 Runs chapter 06's experiment — pre-training on the training images, fine-tuning on their questions — once with every
 task and once without each of them (without matching, the first lesson goes too: it is a matching lesson), plus the
 model fine-tuned from scratch, and prints (and with --save writes) the held-out QA accuracy by kind of question.
-The same functions as the chapter: `toy_pretraining_model`, `toy_pretraining_data`, `pretraining_config`,
+The same functions as the chapter: `toy_gqa`, `toy_pretraining_model`, `pretraining_config`,
 `finetuning_config`, `fit_questions`.
 
     python bench/exp_pretraining.py --threads 1 --save bench/results/pretraining_tasks.json
@@ -20,10 +20,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from simplelxmert.dataset import SPLITS, image_id, make_toy_data, position_records, train_tokenizer
 from simplelxmert.pretraining import (QUESTION_KINDS, TASKS, answer_predictions, collate_pretraining, finetuning_config,
-                                      fit_questions, make_questions, pretraining_config, toy_pretraining_data,
-                                      toy_pretraining_model)
+                                      fit_questions, pretraining_config, toy_gqa, toy_pretraining_model)
 
 
 def accuracy_by_kind(model, data, questions) -> dict:
@@ -43,16 +41,14 @@ def main(argv=None):
     p.add_argument("--save", default=None, help="JSON file for the results (merged into an existing one)")
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
-    work = Path(tempfile.mkdtemp())
-    world = make_toy_data(work / "toy", n_images=a.n_images, seed=0)
-    scenes, records = world.scenes(), world.records()
-    split_of = {r.image: r.split for r in records}
-    questions = {s: make_questions(scenes, [f for f, x in split_of.items() if x == s], seed=1) for s in SPLITS}
-    texts = ([r.caption for r in records if r.split == "train"] + [q.question for q in questions["train"]]
-             + [r.caption for r in position_records(world.records("train"), scenes, 4, 0)])
-    tok = train_tokenizer(texts, work / "tokenizer", vocab_size=1000)
-    data = toy_pretraining_data(world, questions, tok)
-    train_ids = sorted({image_id(r.image) for r in world.records("train")})
+    with tempfile.TemporaryDirectory() as work:
+        gqa = toy_gqa(Path(work) / "toy", n_images=a.n_images)        # chapter 06's world, questions, tokenizer, datasets
+        run_variants(a, gqa)
+
+
+def run_variants(a, gqa: dict):
+    "Pre-train (unless scratch) and fine-tune each variant of `a.drop`; print and save its held-out accuracy by kind."
+    world, questions, tok, data, train_ids = (gqa[k] for k in ("world", "questions", "tokenizer", "data", "train_ids"))
     results = json.loads(Path(a.save).read_text()) if a.save and Path(a.save).exists() else {}
     for variant in a.drop:
         t0 = time.time()

@@ -26,8 +26,8 @@ from .features import (EXTRACTORS, MAX_BATCH, MAX_K, FeatureStore, _parse_boxes,
                                    one_line)
 from .features import make_extractor
 from .dataset import (ToyData, collate_itm, image_id, load_tokenizer, make_eval_pairs, make_toy_data, read_captions,
-                                  read_kaggle_csv, read_karpathy_json, split_by_image, split_cuts)
-from .training import (CONFIG_NAME, STATE_NAME, barrier, DamagedCheckpointError, ITMData, ITMModel, NonFiniteLossError,
+                                  split_cuts)
+from .training import (CONFIG_NAME, STATE_NAME, barrier, DamagedCheckpointError, ITMData, ITMModel,
                                    TrainConfig, check_store, feature_norm, has_training_state, init_distributed,
                                    init_sinusoid_positions, itm_data, plot_history, read_config, seed_everything, toy_itm_data,
                                    train, write_json)
@@ -128,7 +128,7 @@ def _load_data(args) -> ITMData:
                             position_captions=args.position_captions, **kw)
     cap = Path(args.captions)
     if not cap.exists(): raise FileNotFoundError(f"captions file {cap} does not exist")
-    records = read_karpathy_json(cap) if cap.suffix == ".json" else split_by_image(read_kaggle_csv(cap), seed=args.data_seed)
+    records = read_captions(cap, seed=args.data_seed)
     train_r = [r for r in records if r.split == "train"]
     val_r = [r for r in records if r.split == "val"]
     if not train_r or not val_r: raise ValueError(f"{cap} has no train or no val split")
@@ -490,7 +490,7 @@ def _check_pretrain_args(p, a) -> tuple:
 
 def _flickr_pretraining(a, tasks, out: Path, resuming: bool) -> list:
     "Pre-training on captions and a detector's feature store: masked LM, matching, masked objects with the detector's labels."
-    records, store, tok = read_captions(a.captions), FeatureStore(a.store), load_tokenizer(a.tokenizer)
+    records, store, tok = read_captions(a.captions, seed=a.data_seed), FeatureStore(a.store), load_tokenizer(a.tokenizer)
     train_r = [r for r in records if r.split == "train"]
     check_store(store, train_r)
     extractor = make_extractor(store, device=a.device)                      # the store's own detector labels its boxes
@@ -511,8 +511,9 @@ def _pretraining_run(a, tasks, out: Path, resuming: bool) -> list:
     rank, world = init_distributed()
     try:
         if a.data == "flickr30k": return _flickr_pretraining(a, tasks, out, resuming)
-        if rank == 0: toy_gqa(a.data_dir, a.n_images, a.data_seed)       # the world and its tokenizer, made once
-        barrier()
+        if world > 1:                                                     # the world and its tokenizer, made once
+            if rank == 0: toy_gqa(a.data_dir, a.n_images, a.data_seed)
+            barrier()
         return _toy_pretraining(a, tasks, out, resuming)
     finally:
         if world > 1 and dist.is_initialized(): dist.destroy_process_group()

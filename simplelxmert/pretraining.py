@@ -4,7 +4,7 @@
 
 # %% ../nbs/06_pretraining.ipynb #4d4d90fd
 from __future__ import annotations
-import json, math, os, random, time
+import random
 from dataclasses import dataclass, asdict, field, fields
 from pathlib import Path
 
@@ -16,15 +16,15 @@ from fastcore.basics import patch
 
 import re
 from collections import Counter, defaultdict
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from .encoders import LXMERT, LXMERTConfig
-from .features import COLORS, SHAPES, SIZES, linear_probe, load_image
+from .features import COLORS, SHAPES, SIZES, linear_probe
 from .dataset import (SPLITS, clear_positions, collate_itm, encode_captions, flip_pairs, image_id, ITM_MATCH,
                                   load_tokenizer, make_toy_data, position_records, train_tokenizer, true_relations)
 from .training import (CONFIG_NAME, ITMModel, MLMHead, MLMTransform, Trainer, TrainConfig, _to, check_finite,
-                                   feature_norm, init_sinusoid_positions, load_weights, mask_tokens,
-                                   mean_over_processes, read_config, save_model, seed_everything, train, trim_padding)
+                                   collect_outputs, feature_norm, init_sinusoid_positions, load_weights, mask_tokens,
+                                   read_config, save_model, seed_everything, train, trim_padding)
 
 # %% auto #0
 __all__ = ['TIED_DECODER', 'PRETRAINING_MODEL_TYPE', 'ATTRIBUTES', 'ANSWERS', 'QUESTION_KINDS', 'QUESTION_MAKERS', 'TASKS',
@@ -516,7 +516,7 @@ def train_step(self: PreTrainer, batch: dict, interrupted: bool = False) -> bool
     with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
         out = self.net(**pretraining_inputs(b), **labels)
     outputs = (out.prediction_logits, out.cross_relationship_score, out.question_answering_score, *(out.visual_predictions or {}).values())
-    zero = sum(o.float().sum() for o in outputs) * 0       # every head in the graph: DDP waits for every parameter's gradient
+    zero = sum(o.reshape(-1)[0].float() for o in outputs) * 0   # every head in the graph (one entry each suffices): DDP waits for every parameter's gradient
     loss = (out.loss if out.loss is not None else 0) + zero
     has = b["ans"] != -100
     qa_acc = (out.question_answering_score.argmax(1) == b["ans"])[has].float().mean() if has.any() else zero.detach()
@@ -536,16 +536,11 @@ def pretraining_inputs(batch: dict) -> dict:
                 token_type_ids=batch.get("token_type_ids"))
 
 
-@torch.no_grad()
 def answer_predictions(model, loader, device=None) -> tuple[np.ndarray, np.ndarray]:
-    "The predicted and the true answer ids of every question of a loader."
-    device = device or next(model.parameters()).device
-    was = model.training; model.eval(); pred, gold = [], []
-    for batch in loader:
-        b = _to(trim_padding(batch), device)
-        pred.append(model(**pretraining_inputs(b)).question_answering_score.argmax(1).cpu()); gold.append(b["ans"].cpu())
-    model.train(was)
-    return torch.cat(pred).numpy(), torch.cat(gold).numpy()
+    "The predicted and the true answer ids of every question of a loader (chapter 04's `collect_outputs`)."
+    pred, gold = collect_outputs(model, loader, lambda m, b: (m(**pretraining_inputs(b)).question_answering_score.argmax(1),
+                                                              b["ans"]), device)
+    return pred, gold
 
 
 def qa_accuracy(model, loader, device=None) -> float:

@@ -318,7 +318,6 @@ class FeatureStoreWriter:
     def __init__(self, path, k: int, dim: int, meta: dict | None = None, commit_every: int = 64):
         self.path, (self.k, self.dim) = Path(path), check_shape(k, dim)
         self.meta, self.commit_every = json.loads(json.dumps(meta or {})), commit_every
-        self._shapes = _row_shapes(self.k, self.dim)
         self._refuse_foreign()
         self._lock = FolderLock(self.path, "the feature store").acquire()   # before meta.json: two writers never create one store twice
         try: self._open()

@@ -9,7 +9,7 @@ from __future__ import annotations
 __all__ = ['MODEL_INPUTS', 'feature_stats', 'default_device', 'seed_everything', 'ITMModel', 'roc_auc', 'itm_loss',
            'MLMTransform', 'MLMHead', 'mask_tokens', 'sinusoid_positions', 'init_sinusoid_positions', 'param_groups',
            'fused_adamw_supported', 'make_optimizer', 'warmup_linear', 'make_scheduler', 'trim_padding', 'model_inputs',
-           'predict_logits', 'itm_metrics', 'evaluate', 'save_model', 'read_config', 'load_weights',
+           'collect_outputs', 'predict_logits', 'itm_metrics', 'evaluate', 'save_model', 'read_config', 'load_weights',
            'export_checkpoint', 'TrainConfig', 'lr_multiplier', 'make_train_scheduler', 'BatchOrder', 'Trainer',
            'validation_loaders', 'check_run', 'train', 'plot_history', 'LivePlot', 'feature_norm', 'check_store',
            'CurriculumITMDataset', 'MixedITMDataset', 'ITMData', 'itm_data', 'toy_itm_data']
@@ -229,15 +229,19 @@ def model_inputs(batch: dict) -> dict:
 
 # %% ../nbs/04_itm_training.ipynb #9c1c64cd
 @torch.no_grad()
+def collect_outputs(model, loader, outputs, device=None) -> list[np.ndarray]:
+    "Run `model` in eval mode over `loader`: `outputs(model, batch)` gives tensors per batch, each concatenated over batches."
+    device = device or next(model.parameters()).device
+    was = model.training; model.eval(); parts = []
+    for batch in loader: parts.append([t.cpu() for t in outputs(model, _to(trim_padding(batch), device))])
+    model.train(was)
+    return [torch.cat(column).numpy() for column in zip(*parts)]
+
+
 def predict_logits(model, loader, device=None) -> tuple[np.ndarray, np.ndarray]:
     "Match logits and labels for every pair of a loader."
-    device = device or next(model.parameters()).device
-    was = model.training; model.eval(); out, labels = [], []
-    for batch in loader:
-        batch = _to(trim_padding(batch), device)
-        out.append(model(**model_inputs(batch)).float().cpu()); labels.append(batch["label"].float().cpu())
-    model.train(was)
-    return torch.cat(out).numpy(), torch.cat(labels).numpy()
+    logits, labels = collect_outputs(model, loader, lambda m, b: (m(**model_inputs(b)).float(), b["label"].float()), device)
+    return logits, labels
 
 
 def itm_metrics(logits, labels) -> dict:

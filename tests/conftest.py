@@ -1,4 +1,5 @@
 "Fixtures and helpers shared by several test modules."
+import contextlib, io, socket
 import numpy as np
 import pytest
 import torch
@@ -46,10 +47,27 @@ def toy_checkpoint(root):
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory):
+def setup(tmp_path_factory, one_thread):
     "Toy data, a random-weight checkpoint (`toy_checkpoint`) and its `Predictor`: (toy, store, predictor, root)."
     from simplelxmert.inference import Predictor
-    torch.manual_seed(0); torch.set_num_threads(1)
+    torch.manual_seed(0)
     root = tmp_path_factory.mktemp("inference")
     toy = toy_checkpoint(root)
     return toy, toy.store(), Predictor.from_pretrained(root/"ckpt", device="cpu"), root
+
+
+def refusal(cli, argv, *names, code=2) -> str:
+    "The one line `cli(argv)` refuses with: exit status `code`, one line on stderr, naming each of `names`."
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()), pytest.raises(SystemExit) as e: cli(argv)
+    status = e.value.code if isinstance(e.value.code, int) else (print(e.value.code, file=err) or 1)
+    text = err.getvalue()
+    assert status == code and text.count("\n") == 1 and "Traceback" not in text, (status, text)
+    for n in names: assert str(n) in text, (n, text)
+    return text
+
+
+def free_port() -> int:
+    "A free TCP port on this machine, for a process group's rendezvous."
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0)); return s.getsockname()[1]

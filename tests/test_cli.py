@@ -3,10 +3,9 @@ import configparser, contextlib, io, json, shutil
 from pathlib import Path
 import numpy as np, pytest, torch
 from simplelxmert.cli import predict_cli, demo_cli
-from simplelxmert.inference import Predictor, TOY_CHECKPOINT
+from conftest import refusal
+from simplelxmert.inference import TOY_CHECKPOINT
 from simplelxmert.dataset import make_toy_data
-from simplelxmert.encoders import LXMERTConfig
-from simplelxmert.training import ITMModel
 
 ROOT = Path(__file__).resolve().parents[1]
 OLD_INFERENCE_ALL = ['TOY_CHECKPOINT', 'CHECKPOINT_FILES', 'NOT_RECIPE', 'FALLBACK_RECIPE', 'FIRST_LESSON', 'DEMO_FLAGS',
@@ -27,13 +26,10 @@ def _cli_error(argv):
 
 
 
-def refused_demo(capsys, argv, text):
+def refused_demo(argv, text):
     "`demo(argv)` stops with exit status 2 and one line on stderr, `simplelxmert_demo: error: ...` containing `text`."
     from simplelxmert.cli import demo
-    capsys.readouterr()
-    with pytest.raises(SystemExit) as e: demo(argv)
-    err = capsys.readouterr().err
-    assert e.value.code == 2 and err.startswith("simplelxmert_demo: error: ") and text in err and err.count("\n") == 1, err
+    assert refusal(demo, argv, text).startswith("simplelxmert_demo: error: ")
 
 def test_clear_errors(setup, tmp_path):
     toy, store, pred, root = setup
@@ -141,9 +137,9 @@ def test_demo_resumes_its_own_run_and_names_another(tmp_path, capsys):
     demo(base + ["--steps", "3", "--minutes", "5"])             # the same run with a larger budget: resumed to the end
     assert "resuming the run saved at step" in capsys.readouterr().out
     assert training_progress(out/"checkpoint")["step"] == 3
-    refused_demo(capsys, base + ["--steps", "6", "--minutes", "5"], "trained with --steps 3, not --steps 6: re-run with those settings")
+    refused_demo(base + ["--steps", "6", "--minutes", "5"], "trained with --steps 3, not --steps 6: re-run with those settings")
     world = (out/"data"/"toydata.json").read_text()
-    refused_demo(capsys, base[:2] + ["--n-images", "40"] + base[4:] + ["--steps", "3"],   # before any data is made
+    refused_demo(base[:2] + ["--n-images", "40"] + base[4:] + ["--steps", "3"],   # before any data is made
                  "trained with --n-images 32, not --n-images 40")
     assert (out/"data"/"toydata.json").read_text() == world
 
@@ -183,9 +179,9 @@ def test_demo_names_a_checkpoint_it_cannot_keep_or_continue(tmp_path, capsys):
     with pytest.raises(SystemExit) as e: demo_cli(base)
     assert e.value.code == 2 and "config.json is not valid JSON" in capsys.readouterr().err
     (ckpt/"config.json").write_text('{"step": 1}')                        # not the demo's run
-    refused_demo(capsys, base, "holds a checkpoint this demo did not train")
+    refused_demo(base, "holds a checkpoint this demo did not train")
     shutil.rmtree(ckpt)
-    refused_demo(capsys, base[:2] + ["--n-images", "40"] + base[4:], "holds a world of --n-images 32 --seed 0, not --n-images 40 --seed 0")
+    refused_demo(base[:2] + ["--n-images", "40"] + base[4:], "holds a world of --n-images 32 --seed 0, not --n-images 40 --seed 0")
 
 
 @pytest.mark.skipif(not (TOY_CHECKPOINT/"model.safetensors").exists(), reason="no shipped toy checkpoint")
@@ -215,15 +211,6 @@ def test_demo_stops_on_ctrl_c_during_training_and_resumes(tmp_path, monkeypatch,
 
 
 
-def refusal(cli, argv, *names, code=2) -> str:
-    "The one line `cli(argv)` refuses with: exit status `code`, one line on stderr, naming each of `names`."
-    err = io.StringIO()
-    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()), pytest.raises(SystemExit) as e: cli(argv)
-    status = e.value.code if isinstance(e.value.code, int) else (print(e.value.code, file=err) or 1)
-    text = err.getvalue()
-    assert status == code and text.count("\n") == 1 and "Traceback" not in text, (status, text)
-    for n in names: assert str(n) in text, (n, text)
-    return text
 
 
 def test_moved_names_still_import_from_inference():

@@ -1,7 +1,6 @@
 "Tests of simplelxmert.dataset: splits, ShapesWorld captions and negatives, tokenizer, ITM datasets (the readers: tests/test_formats.py)."
 import json, random
 from collections import Counter
-from pathlib import Path
 
 import numpy as np
 import pytest

@@ -1,5 +1,5 @@
 "Tests of simplelxmert.features: ShapesWorld, extractors (toy, Faster R-CNN, rebuilt from meta), find_shapes, the CLI."
-import json, os, pickle, subprocess, sys, textwrap, time
+import json, time
 from pathlib import Path
 
 import numpy as np
@@ -7,11 +7,10 @@ import pytest
 import torch
 from PIL import Image
 
-from simplelxmert.features import (COLORS, SHAPES, RGB, Scene, ShapeObject, FeatureStore, FeatureStoreWriter, RegionFeatures,
+from simplelxmert.features import (COLORS, SHAPES, RGB, Scene, ShapeObject, FeatureStore,
                                    PixelRoIExtractor, FasterRCNNExtractor, build_frcnn, draw_scene, extract_features, extract_cli,
-                                   feature_stats, find_shapes, generate_shapes_world, load_image, load_scenes, make_extractor)
-
-from conftest import stores_equal   # and the `world` fixture
+                                   find_shapes, generate_shapes_world, load_scenes, make_extractor)
+# the `world` fixture is in conftest.py
 
 
 # ShapesWorld

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from simplelxmert.formats import (CaptionRecord, KAGGLE_HEADER, canonical_vocabulary, check_image_name, image_id, image_path,
-                                  read_kaggle_csv, read_karpathy_json, read_utf8, text_lines)
+                                  read_kaggle_csv, read_karpathy_json, text_lines)
 
 # --- real-format fixtures ---------------------------------------------------------------------------------
 KAGGLE = """image_name| comment_number| comment

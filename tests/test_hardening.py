@@ -1,6 +1,5 @@
 "Hostile and damaged inputs: nothing the kit reads runs code, and every refusal is one line naming its file."
 import contextlib, io, json, os, shutil
-from pathlib import Path
 
 import pytest, torch
 

@@ -1,5 +1,5 @@
 "Quick tests of simplelxmert.inference on a tiny random-weight checkpoint (and the shipped toy one when present)."
-import contextlib, io, json, shutil
+import json, shutil
 import numpy as np, pytest, torch
 from PIL import Image
 from simplelxmert.inference import (Predictor, recall_at_k, read_image, caption_batch, region_batch, encode_texts,

@@ -5,16 +5,16 @@ from pathlib import Path
 
 import pytest, torch
 
+from conftest import free_port
 from simplelxmert.encoders import LXMERTConfig
 from simplelxmert.pretraining import (ANSWERS, QUESTION_KINDS, TASKS, LXMERTForPreTraining, PreTrainConfig, PreTrainingConfig,
-                                      compare_pretraining_with_hf, finetuning_config, fit_questions, make_questions,
+                                      compare_pretraining_with_hf, finetuning_config, fit_questions,
                                       pretraining_config, scene_questions, task_labels, toy_gqa, toy_pretraining_model)
 
 
 @pytest.fixture(scope="module")
-def gqa(tmp_path_factory):
+def gqa(tmp_path_factory, one_thread):
     "The toy GQA of a 60-image world."
-    torch.set_num_threads(1)
     return toy_gqa(tmp_path_factory.mktemp("gqa") / "toy", n_images=60)
 
 
@@ -89,12 +89,6 @@ def test_answer_from_a_pretrained_checkpoint_and_a_clear_error_without_one(gqa, 
     assert "no answer head" in err.getvalue() and err.getvalue().count("\n") == 1
 
 
-def _free_port():
-    import socket
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0)); return s.getsockname()[1]
-
-
 def _ddp_pretraining_worker(rank, world, port, data_dir, out, plan):
     "2 gloo processes: pre-train (first lesson, every task; `plan` = one go or stop and resume), then fine-tune on QA alone."
     import os
@@ -118,7 +112,7 @@ def test_ddp_pretraining_and_finetuning_agree_and_resume_exactly(gqa, tmp_path):
     import torch.multiprocessing as mp
     data_dir = str(gqa["world"].root)
     for name, plan in (("full", [{}]), ("resumed", [{"stop_after": 3}, {"resume": True}])):
-        mp.spawn(_ddp_pretraining_worker, args=(2, _free_port(), data_dir, str(tmp_path / name), plan), nprocs=2, join=True)
+        mp.spawn(_ddp_pretraining_worker, args=(2, free_port(), data_dir, str(tmp_path / name), plan), nprocs=2, join=True)
     a, b, c = (torch.load(tmp_path / n / f"rank{r}.pt") for n, r in (("full", 0), ("full", 1), ("resumed", 0)))
     assert torch.equal(a, b) and torch.equal(a, c)
     init = torch.cat([p.detach().flatten() for p in toy_pretraining_model(gqa["tokenizer"], gqa["world"].store(),

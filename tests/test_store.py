@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 
 from simplelxmert.features import (FeatureStore, FeatureStoreWriter, RegionFeatures, PixelRoIExtractor, extract_features,
-                                   extract_cli, feature_stats, generate_shapes_world, load_image, make_extractor)
+                                   extract_cli, feature_stats, load_image)
 from simplelxmert.store import (HEADER, MAX_K, FolderLock, StoreError, atomic_write_text, check_room, repair_store, scan_store)
 
 

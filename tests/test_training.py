@@ -1,5 +1,5 @@
 "Tests of simplelxmert.training: schedule, weight-decay groups, checkpoints, exact resume, NaN stop, 2-process DDP."
-import json, math, os, socket, tempfile
+import json, math, os
 from pathlib import Path
 
 import numpy as np
@@ -9,6 +9,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch.utils.data import Dataset, default_collate
 
+from conftest import free_port, refusal
 from simplelxmert.encoders import LXMERTConfig
 from simplelxmert.training import (ITMModel, STATE_NAME, load_state_file, TrainConfig, NonFiniteLossError, train, warmup_linear, make_optimizer,
                                    make_scheduler, param_groups, roc_auc, itm_loss, trim_padding, read_config, mask_tokens,
@@ -44,13 +45,6 @@ class PairSet(Dataset):
 def batch_of(ds, n=6): return default_collate([ds[i] for i in range(n)])
 
 
-
-def refused(capsys, cli, argv, text, code=2):
-    "`cli(argv)` stops with exit status `code` and one line on stderr containing `text`."
-    capsys.readouterr()
-    with pytest.raises(SystemExit) as e: cli(argv)
-    err = capsys.readouterr().err
-    assert e.value.code == code and text in err and err.count("\n") == 1, (e.value.code, err)
 
 def test_warmup_then_linear_decay():
     total = 100
@@ -244,11 +238,6 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
     assert load_state_file(tmp_path / STATE_NAME)["step"] == 4
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0)); return s.getsockname()[1]
-
-
 def _ddp_worker(rank, world, port, out):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
@@ -266,7 +255,7 @@ def _ddp_worker(rank, world, port, out):
 
 def test_ddp_two_processes_match_one(tmp_path):
     "gloo, 2 CPU processes x 4 pairs == 1 process x 8 pairs (same global batches): parameters equal everywhere."
-    mp.spawn(_ddp_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    mp.spawn(_ddp_worker, args=(2, free_port(), str(tmp_path)), nprocs=2, join=True)
     r0, r1 = torch.load(tmp_path / "rank0.pt"), torch.load(tmp_path / "rank1.pt")
     assert torch.equal(r0, r1)
     torch.manual_seed(0)
@@ -300,7 +289,7 @@ def _ddp_resume_worker(rank, world, port, out, plan):
 def test_ddp_resume_with_dropout_is_exact(tmp_path):
     "Each process's own generators are saved and restored: two processes with dropout resume to the same weights."
     for name, plan in (("full", [{}]), ("resumed", [{"stop_after": 3}, {"resume": True}])):
-        mp.spawn(_ddp_resume_worker, args=(2, _free_port(), str(tmp_path / name), plan), nprocs=2, join=True)
+        mp.spawn(_ddp_resume_worker, args=(2, free_port(), str(tmp_path / name), plan), nprocs=2, join=True)
     a, b = torch.load(tmp_path / "full" / "rank0.pt"), torch.load(tmp_path / "resumed" / "rank0.pt")
     assert torch.equal(a, b) and torch.equal(b, torch.load(tmp_path / "resumed" / "rank1.pt"))
 
@@ -369,7 +358,7 @@ def test_first_lesson_trains_without_mlm_and_resumes_exactly(tmp_path):
               collate_fn=default_collate, progress=False)
 
 
-def test_itm_data_with_one_object_captions(tmp_path, capsys):
+def test_itm_data_with_one_object_captions(tmp_path):
     from simplelxmert.training import MixedITMDataset, toy_itm_data, train_cli
     data = toy_itm_data(tmp_path / "toy", n_images=40, data_seed=0, max_val_pairs=50, position_captions=2)
     assert isinstance(data.train, MixedITMDataset) and set(data.val) == {"random", "compositional", "position"}
@@ -379,9 +368,9 @@ def test_itm_data_with_one_object_captions(tmp_path, capsys):
     data.train.set_epoch(1)
     assert data.train.pair(n_itm).kind == "positive" and data.train.pair(n_itm + 1).kind == "flip_position"
     assert {p.kind for p in data.val["position"].pairs} == {"positive", "flip_position"}
-    refused(capsys, train_cli, ["--data", "toy", "--data-dir", str(tmp_path / "toy"), "--n-images", "40", "--out",
+    refusal(train_cli, ["--data", "toy", "--data-dir", str(tmp_path / "toy"), "--n-images", "40", "--out",
                                 str(tmp_path / "o"), "--position-steps", "10"], "--position-captions")
-    refused(capsys, train_cli, ["--data", "toy", "--data-dir", str(tmp_path / "toy"), "--n-images", "40", "--out",
+    refusal(train_cli, ["--data", "toy", "--data-dir", str(tmp_path / "toy"), "--n-images", "40", "--out",
                                 str(tmp_path / "o"), "--position-captions", "2", "--position-steps", "10", "--steps", "10"],
             "between 0 and --steps 10")
 
@@ -392,7 +381,7 @@ def test_train_cli_names_a_bad_setting(tmp_path, capsys):
     with pytest.raises(SystemExit):
         train_cli(base + ["--layers", "2,2"])
     assert "--layers must be three comma-separated layer counts" in capsys.readouterr().err
-    refused(capsys, train_cli, base + ["--batch-size", "4096", "--steps", "2"], "lower --batch-size")
+    refusal(train_cli, base + ["--batch-size", "4096", "--steps", "2"], "lower --batch-size")
     assert not (tmp_path / "o" / STATE_NAME).exists()
 
 
@@ -437,17 +426,17 @@ def test_train_cli_guards_a_finished_run_and_its_settings(tmp_path, capsys):
     tj_path = tmp_path / "o4" / "tokenizer" / "tokenizer.json"
     tj = json.loads(tj_path.read_text()); v = tj["model"]["vocab"]; a, b = list(v)[5:7]; v[a], v[b] = v[b], v[a]
     tj_path.write_text(json.dumps(tj))                                # two token ids swapped
-    refused(capsys, train_cli, ["--out", str(tmp_path / "o4"), "--resume", "--quiet"],
+    refusal(train_cli, ["--out", str(tmp_path / "o4"), "--resume", "--quiet"],
             "the data's tokenizer has other token ids than the one the run")
     shutil.rmtree(tmp_path / "o4" / "tokenizer")                     # no tokenizer saved: the vocabulary size is checked
     state["lxmert"]["vocab_size"] += 1; (tmp_path / "o4" / "config.json").write_text(json.dumps(state))
-    refused(capsys, train_cli, ["--out", str(tmp_path / "o4"), "--resume", "--quiet"],
+    refusal(train_cli, ["--out", str(tmp_path / "o4"), "--resume", "--quiet"],
             "the data's tokenizer has other token ids than the one the run")
     capsys.readouterr()
     train_cli(base + ["--out", str(tmp_path / "o5"), "--steps", "1", "--max-minutes", "1e-5"])   # the budget ends at the last step
     assert "stopped" not in json.loads((tmp_path / "o5" / "config.json").read_text())
     assert "resume with --resume" not in capsys.readouterr().out
     (tmp_path / "o" / "config.json").write_text('{"step": 3, "train_a')                 # a damaged checkpoint: named
-    refused(capsys, train_cli, ["--out", str(tmp_path / "o"), "--resume", "--quiet"], "config.json is not valid JSON")
-    refused(capsys, train_cli, base[:4] + ["--n-images", "50", "--out", str(tmp_path / "o2"), "--quiet"],
+    refusal(train_cli, ["--out", str(tmp_path / "o"), "--resume", "--quiet"], "config.json is not valid JSON")
+    refusal(train_cli, base[:4] + ["--n-images", "50", "--out", str(tmp_path / "o2"), "--quiet"],
             "made with")                                  # an existing world of another size: one line, not a traceback

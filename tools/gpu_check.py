@@ -459,8 +459,8 @@ def contenders(config, device):
 
 def pooled_fn(name, model, batch):
     "The forward each contender trains with: HF's full forward, our pooled-only path (chapter 04's trainer)."
-    import bench_model
-    if name == "hf": return lambda: model(**bench_model.hf_inputs(batch)).pooled_output
+    from simplelxmert.encoders import hf_inputs
+    if name == "hf": return lambda: model(**hf_inputs(batch)).pooled_output
     return lambda: model(**batch, pooled_only=True).pooled_output
 
 

@@ -9,8 +9,9 @@ from pathlib import Path
 from execnb.nbio import read_nb, write_nb
 from execnb.shell import CaptureShell
 from fastcore.xtras import working_directory
+from nbdev.config import get_config
 
-SKIP_FLAGS = ("slow", "cuda")
+SKIP_FLAGS = tuple(get_config().tst_flags.split())     # settings.ini's tst_flags: slow cuda
 
 def skip(cell) -> bool:
     "Whether nbdev's tests would leave this cell out."
